@@ -1,0 +1,51 @@
+package proxy
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Outcome is how a connection ended, as the connection log's %x shows it.
+type Outcome uint8
+
+const (
+	OK            Outcome = iota // both directions ended normally
+	Rejected                     // the client is not on the allow-list, or --max-conns was reached
+	ConnectFailed                // the destination could not be dialed
+	RecordError                  // the recording could not be written
+	Aborted                      // ended by a reset, an I/O error, the idle timeout or a forced stop
+)
+
+var outcomeNames = [...]string{
+	OK:            "ok",
+	Rejected:      "rejected",
+	ConnectFailed: "connect-failed",
+	RecordError:   "record-error",
+	Aborted:       "aborted",
+}
+
+// String returns the outcome's name in the connection log.
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "unknown"
+}
+
+// Facts describes one accepted connection once it has ended. The proxy hands
+// it to Config.OnEnd after the data file is closed; it is not modified after.
+type Facts struct {
+	N       uint64         // the connection's number in this process, from 1
+	Start   time.Time      // when it was accepted
+	End     time.Time      // when it ended
+	Client  netip.AddrPort // the establisher, IPv4-mapped addresses unmapped
+	Dest    netip.AddrPort // the dialed destination; zero if none was dialed
+	OutHost string         // the destination host as configured (a name or an address)
+	OutPort uint16         // the destination port as configured
+	BytesIn int64          // bytes received from the establisher
+	// BytesOut is the number of bytes written to the establisher.
+	BytesOut int64
+	File     string // the data file's path; "" if there is none
+	Outcome  Outcome
+	Err      error // why the connection did not end OK; nil when it did
+}

@@ -1,0 +1,288 @@
+// Package proxy accepts TCP connections, checks each client against an
+// allow-list, dials one destination and relays the bytes both ways, handing
+// every block to a recorder before it is forwarded. When a connection ends
+// it reports what happened as Facts.
+//
+// Usage:
+//
+//	srv := proxy.New(proxy.Config{
+//		OutHost: "db.internal", OutPort: 5432,
+//		OnEnd:   func(f *proxy.Facts) { log.Print(f.Outcome) },
+//	})
+//	ln, _ := net.Listen("tcp", ":8080")
+//	go srv.Serve(ln)
+//	...
+//	srv.Shutdown(ctx) // stop accepting, let sessions finish, abort at ctx's end
+//
+// Each connection is one session: a goroutine per direction, joined by an
+// errgroup. A clean end of one direction (FIN) half-closes the other side
+// and leaves the other direction running; a reset or an error resets both
+// sides at once.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ipprot/ipprot/recorder"
+)
+
+// Recorder records the blocks of one session. Record is called with every
+// block before it is forwarded, from the goroutine of the block's direction,
+// so calls for the two directions may run at once; it must not keep p.
+// A Record error ends the session (see Config.ContinueOnRecordError).
+// Close is called once, after both directions have ended, and completes the
+// recording.
+type Recorder interface {
+	Record(dir recorder.Direction, p []byte) error
+	Close() error
+}
+
+// Session is what Config.OpenRecorder is told about a connection whose
+// destination has just been dialed.
+type Session struct {
+	N      uint64         // the connection's number in this process, from 1
+	Start  time.Time      // when it was accepted
+	Client netip.AddrPort // the establisher
+	// Fail ends the session with outcome RecordError, for recording errors
+	// found outside Record, such as a timed flush. It may be called from any
+	// goroutine, any number of times, also after the session ended.
+	Fail func(error)
+}
+
+// Config configures a Server. The zero value of each field is documented;
+// OutHost and OutPort must be set.
+type Config struct {
+	OutHost string // destination host, resolved at each connection
+	OutPort uint16 // destination port
+
+	// Allow is the allow-list; nil allows every client.
+	Allow *AllowList
+
+	// BufferSize is the largest block read, recorded and written at once.
+	// If zero, 300000 bytes are used, the original daemon's default.
+	BufferSize int
+
+	// ConnectTimeout bounds the dial of the destination. If zero, 10 s.
+	ConnectTimeout time.Duration
+
+	// IdleTimeout ends a session in which no byte moved for this long. If
+	// zero, sessions may stay idle for ever.
+	IdleTimeout time.Duration
+
+	// MaxConns is the number of sessions that may run at once; a connection
+	// beyond it is closed at once with outcome Rejected. If zero, no limit.
+	MaxConns int
+
+	// OpenRecorder opens the recording of a session once its destination
+	// has been dialed and returns it with the data file's path. If nil,
+	// nothing is recorded.
+	OpenRecorder func(Session) (rec Recorder, path string, err error)
+
+	// ContinueOnRecordError keeps a session forwarding, unrecorded, after
+	// its recorder failed. If false, a recorder error ends the session
+	// at once, which is what an audit needs.
+	ContinueOnRecordError bool
+
+	// OnEnd is called with the facts of every accepted connection, once,
+	// from the connection's goroutine, after the data file is closed. The
+	// proxy waits for it to return before Shutdown counts the connection as
+	// done. If nil, nothing is called.
+	OnEnd func(*Facts)
+
+	// Logger receives the accept loop's problems and one line per ended
+	// connection. If nil, slog.Default() is used.
+	Logger *slog.Logger
+
+	// Now is the clock. If nil, time.Now is used.
+	Now func() time.Time
+
+	// Dial connects to the destination. If nil, a net.Dialer is used.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Server accepts connections on one listener and relays each to the
+// destination. It is safe for concurrent use; Serve is called once.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	dial    func(ctx context.Context, network, address string) (net.Conn, error)
+	bufPool sync.Pool // *[]byte of cfg.BufferSize, held only while a block is in flight
+
+	// abortCtx is cancelled to abort every session still running.
+	abortCtx context.Context
+	abort    context.CancelFunc
+
+	mu        sync.Mutex
+	ln        net.Listener
+	closing   bool
+	serveDone chan struct{} // closed when Serve returns; nil before Serve
+	sessions  sync.WaitGroup
+	active   atomic.Int64
+	count    atomic.Uint64
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) *Server {
+	if cfg.BufferSize <= 0 {
+		cfg.BufferSize = 300000
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, dial: cfg.Dial}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.dial == nil {
+		d := &net.Dialer{Timeout: cfg.ConnectTimeout}
+		s.dial = d.DialContext
+	}
+	size := cfg.BufferSize
+	s.bufPool.New = func() any { b := make([]byte, size); return &b }
+	s.abortCtx, s.abort = context.WithCancel(context.Background())
+	return s
+}
+
+// Active returns the number of sessions running now.
+func (s *Server) Active() int { return int(s.active.Load()) }
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Serve accepts connections on ln until Shutdown, and returns
+// ErrServerClosed then. Temporary accept errors, such as running out of
+// file descriptors, are logged and retried with a back-off; any other error
+// is returned. Serve closes ln.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.ln = ln
+	s.serveDone = make(chan struct{})
+	defer close(s.serveDone)
+	s.mu.Unlock()
+	defer ln.Close()
+
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			if !temporary(err) {
+				return err
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed, retrying", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		tc, ok := c.(*net.TCPConn)
+		if !ok {
+			c.Close()
+			continue
+		}
+		s.sessions.Add(1)
+		go s.serveConn(tc)
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// temporary reports whether an accept error is one to wait out: descriptor
+// or memory exhaustion, or a connection that died before it was accepted.
+func temporary(err error) bool {
+	var se *os.SyscallError
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Err {
+	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EPROTO, syscall.EPERM,
+		syscall.EINTR, syscall.EAGAIN:
+		return true
+	}
+	return false
+}
+
+// Shutdown stops accepting at once and waits for the running sessions to
+// end on their own. If ctx ends first, it aborts the sessions still running
+// (outcome Aborted), waits for them to complete their recordings and
+// reports, and returns ctx.Err(). Shutdown may be called more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	serveDone := s.serveDone
+	s.mu.Unlock()
+	if serveDone != nil {
+		// Serve adds sessions; the wait below may only begin once it stopped.
+		<-serveDone
+	}
+
+	done := make(chan struct{})
+	go s.waitSessions(done)
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.abort()
+		<-done
+		return ctx.Err()
+	}
+}
+
+func (s *Server) waitSessions(done chan<- struct{}) {
+	s.sessions.Wait()
+	close(done)
+}
+
+// logEnd writes the daemon's line about an ended connection.
+func (s *Server) logEnd(f *Facts) {
+	attrs := []any{
+		"conn", f.N,
+		"client", f.Client.String(),
+		"outcome", f.Outcome.String(),
+		"bytes_in", f.BytesIn,
+		"bytes_out", f.BytesOut,
+		"duration", f.End.Sub(f.Start).Round(time.Millisecond).String(),
+	}
+	if f.Dest.IsValid() {
+		attrs = append(attrs, "dest", f.Dest.String())
+	}
+	if f.File != "" {
+		attrs = append(attrs, "file", f.File)
+	}
+	if f.Err != nil {
+		attrs = append(attrs, "reason", f.Err.Error())
+	}
+	level := slog.LevelInfo
+	if f.Outcome == RecordError {
+		level = slog.LevelError
+	}
+	s.log.Log(context.Background(), level, "connection", attrs...)
+}
