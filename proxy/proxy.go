@@ -127,8 +127,8 @@ type Server struct {
 	closing   bool
 	serveDone chan struct{} // closed when Serve returns; nil before Serve
 	sessions  sync.WaitGroup
-	active   atomic.Int64
-	count    atomic.Uint64
+	active    atomic.Int64
+	count     atomic.Uint64
 }
 
 // New returns a Server for cfg.
