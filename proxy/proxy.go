@@ -120,7 +120,7 @@ type Server struct {
 
 	// abortCtx is cancelled to abort every session still running.
 	abortCtx context.Context
-	abort    context.CancelFunc
+	abort    context.CancelCauseFunc
 
 	mu        sync.Mutex
 	ln        net.Listener
@@ -152,7 +152,7 @@ func New(cfg Config) *Server {
 	}
 	size := cfg.BufferSize
 	s.bufPool.New = func() any { b := make([]byte, size); return &b }
-	s.abortCtx, s.abort = context.WithCancel(context.Background())
+	s.abortCtx, s.abort = context.WithCancelCause(context.Background())
 	return s
 }
 
@@ -250,7 +250,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		s.abort()
+		s.abort(errStopping)
 		<-done
 		return ctx.Err()
 	}

@@ -1,0 +1,124 @@
+package proxy
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestParseAllow(t *testing.T) {
+	tests := []struct {
+		in, want, err string
+	}{
+		{in: "10.1.2.3", want: "10.1.2.3/32"},
+		{in: "10.0.0.0/8", want: "10.0.0.0/8"},
+		{in: "0.0.0.0/0", want: "0.0.0.0/0"},
+		{in: "::1", want: "::1/128"},
+		{in: "2001:db8::/32", want: "2001:db8::/32"},
+		{in: "::ffff:10.1.2.3", want: "10.1.2.3/32"},
+		{in: "::ffff:10.0.0.0/104", want: "10.0.0.0/8"},
+		{in: "::ffff:0.0.0.0/96", want: "0.0.0.0/0"},
+		{in: "10.1.2.3/8", err: `"10.1.2.3/8" has bits set beyond /8 (did you mean 10.0.0.0/8?)`},
+		{in: "2001:db8::1/32", err: `"2001:db8::1/32" has bits set beyond /32 (did you mean 2001:db8::/32?)`},
+		{in: "fe80::1%eth0", err: `"fe80::1%eth0": zones are not allowed (give the address alone)`},
+		{in: "::ffff:0.0.0.0/95", err: `"::ffff:0.0.0.0/95" has bits set beyond /95 (did you mean ::fffe:0:0/95?)`},
+		{in: "::ffff:0:0/80", err: `"::ffff:0:0/80" has bits set beyond /80 (did you mean ::/80?)`},
+		{in: "", err: "empty address"},
+		{in: "10.1.2", err: `"10.1.2" is not an IP address or CIDR prefix`},
+		{in: "10.1.2.3/33", err: `"10.1.2.3/33" is not an IP address or CIDR prefix`},
+		{in: "host.example", err: `"host.example" is not an IP address or CIDR prefix`},
+		{in: "010.1.2.3", err: `"010.1.2.3" is not an IP address or CIDR prefix`},
+		{in: "10.0.0.0/08", err: `"10.0.0.0/08" is not an IP address or CIDR prefix`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			p, err := ParseAllow(tt.in)
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Errorf("got %v, %v; want error %s", p, err, tt.err)
+				}
+				return
+			}
+			if err != nil || p.String() != tt.want {
+				t.Errorf("got %v, %v; want %s", p, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestAllowListMatrix tries the known ways around an allow-list: mapped
+// addresses, zones, neighbours of a prefix's edges, the other family.
+func TestAllowListMatrix(t *testing.T) {
+	list := func(entries ...string) *AllowList {
+		var ps []netip.Prefix
+		for _, e := range entries {
+			p, err := ParseAllow(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ps = append(ps, p)
+		}
+		return NewAllowList(ps...)
+	}
+	tests := []struct {
+		name   string
+		list   *AllowList
+		client string
+		want   bool
+	}{
+		{"no list allows all", nil, "203.0.113.9", true},
+		{"empty list allows all", list(), "2001:db8::9", true},
+		{"exact v4", list("10.1.2.3"), "10.1.2.3", true},
+		{"other v4", list("10.1.2.3"), "10.1.2.4", false},
+		{"mapped client of v4 entry", list("10.1.2.3"), "::ffff:10.1.2.3", true},
+		{"mapped client, other address", list("10.1.2.3"), "::ffff:10.1.2.4", false},
+		{"mapped entry, v4 client", list("::ffff:10.1.2.3"), "10.1.2.3", true},
+		{"prefix first", list("192.168.4.0/22"), "192.168.4.0", true},
+		{"prefix last", list("192.168.4.0/22"), "192.168.7.255", true},
+		{"below prefix", list("192.168.4.0/22"), "192.168.3.255", false},
+		{"above prefix", list("192.168.4.0/22"), "192.168.8.0", false},
+		{"v6 exact", list("2001:db8::1"), "2001:db8::1", true},
+		{"v6 zone on client", list("fe80::1"), "fe80::1%eth0", true},
+		{"v6 prefix edge", list("2001:db8::/127"), "2001:db8::1", true},
+		{"v6 beyond edge", list("2001:db8::/127"), "2001:db8::2", false},
+		{"v6 all does not admit v4", list("::/0"), "10.1.2.3", false},
+		{"v6 all does not admit mapped v4", list("::/0"), "::ffff:10.1.2.3", false},
+		{"v4 all does not admit v6", list("0.0.0.0/0"), "2001:db8::1", false},
+		{"v4-compatible is not v4", list("10.1.2.3"), "::10.1.2.3", false},
+		{"NAT64 is not v4", list("10.1.2.3"), "64:ff9b::a01:203", false},
+		{"zero address", list("0.0.0.0/0"), "", false},
+		{"several entries", list("10.0.0.0/8", "2001:db8::/32"), "2001:db8:1::5", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var a netip.Addr
+			if tt.client != "" {
+				a = netip.MustParseAddr(tt.client)
+			}
+			if got := tt.list.Allows(a); got != tt.want {
+				t.Errorf("Allows(%s) = %v; want %v", tt.client, got, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzParseAllow: whatever is accepted is a canonical, masked prefix that
+// contains the address it was written from, and no mapped prefix remains.
+func FuzzParseAllow(f *testing.F) {
+	for _, s := range []string{"10.1.2.3", "10.0.0.0/8", "::ffff:10.0.0.0/104", "fe80::1%lo", "2001:db8::/32", "::", "1.2.3.4/32", "::ffff:1.2.3.4/128", "", "/", "1.2.3.4/-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParseAllow(s)
+		if err != nil {
+			return
+		}
+		if !p.IsValid() || p.Masked() != p || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			t.Fatalf("ParseAllow(%q) = %v: not a canonical prefix", s, p)
+		}
+		addr, _, _ := strings.Cut(s, "/")
+		if a, err := netip.ParseAddr(addr); err == nil && !NewAllowList(p).Allows(a) {
+			t.Fatalf("ParseAllow(%q) = %v does not allow %v", s, p, a)
+		}
+	})
+}
