@@ -142,17 +142,18 @@ func TestOneWriteSyscallPerEntry(t *testing.T) {
 		}
 		t.Fatalf("strace helper: %v: %s", err, out)
 	}
-	lines, err := os.ReadFile(trace)
+	data, err := os.ReadFile(trace)
 	if err != nil {
 		t.Fatal(err)
 	}
+	lines := joinResumed(string(data))
 	entries := straceEntries()
 	for i, e := range entries {
 		marker := fmt.Sprintf(`"connlog-strace-%d `, i)
 		var calls []string
-		for line := range strings.Lines(string(lines)) {
+		for _, line := range lines {
 			if strings.Contains(line, " write(") && strings.Contains(line, marker) {
-				calls = append(calls, strings.TrimSpace(line))
+				calls = append(calls, strings.Join(strings.Fields(line), " ")) // strace aligns "= n"
 			}
 		}
 		if len(calls) != 1 {
@@ -163,11 +164,50 @@ func TestOneWriteSyscallPerEntry(t *testing.T) {
 			t.Errorf("entry %d: got call %q; want one ending %q", i, calls[0], want)
 		}
 	}
-	data, err := os.ReadFile(path)
+	data, err = os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := bytes.Join(entries, nil); !bytes.Equal(data, want) {
 		t.Errorf("got %d bytes in the log; want the %d bytes of the entries", len(data), len(want))
+	}
+}
+
+// joinResumed returns the lines of an strace -f output, a call that another
+// thread interrupted ("<unfinished ...>" … "<... write resumed>") joined into
+// one line.
+func joinResumed(trace string) []string {
+	var lines []string
+	unfinished := make(map[string]string) // pid → the call's first part
+	for line := range strings.Lines(trace) {
+		line = strings.TrimSpace(line)
+		pid, rest, _ := strings.Cut(line, " ")
+		if call, ok := strings.CutSuffix(line, " <unfinished ...>"); ok {
+			unfinished[pid] = call
+			continue
+		}
+		if _, tail, ok := strings.Cut(rest, " resumed>"); ok {
+			line = unfinished[pid] + tail
+			delete(unfinished, pid)
+		}
+		lines = append(lines, line)
+	}
+	return lines
+}
+
+// TestJoinResumed checks the joining of interrupted strace calls that
+// TestOneWriteSyscallPerEntry relies on.
+func TestJoinResumed(t *testing.T) {
+	trace := `123  write(3, "connlog-strace-0 aaa"..., 32 <unfinished ...>
+124  write(1, "x", 1)                   = 1
+123  <... write resumed>)               = 32
+`
+	want := []string{
+		`124  write(1, "x", 1)                   = 1`,
+		`123  write(3, "connlog-strace-0 aaa"..., 32)               = 32`,
+	}
+	got := joinResumed(trace)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got %q; want %q", got, want)
 	}
 }
