@@ -16,7 +16,8 @@
 //	buf = format.Append(buf[:0], facts)
 //	if err := log.Write(buf); err != nil { ... }
 //
-//	log.Reopen()                   // on SIGHUP, after logrotate moved the file
+//	// On SIGHUP, after logrotate moved the file:
+//	if err := log.Reopen(); err != nil { ... } // the old file stays in use
 package connlog
 
 import (
@@ -138,6 +139,13 @@ func Compile(format string) (*Format, error) {
 
 // Append renders the entry of one connection and appends it to dst, which it
 // returns. It allocates nothing beyond growing dst. facts must not be nil.
+//
+// Times are in recorder.ISOLayout, each in its own location. %S is the whole
+// seconds from Start to End, rounded down, and 0 where End is before Start.
+// IPv4-mapped IPv6 addresses are written as IPv4; an IPv6 zone is kept
+// (fe80::1%eth0). A value a connection does not have is written as "-": %o
+// and %O where no destination was dialed, %f without a data file, %i and %p
+// for a zero Client, %s and %e for a zero time (then %S is 0).
 //
 // Control bytes (below 0x20, and 0x7F) inside a field's value are written as
 // \xNN and a backslash as \\, so no field can inject a newline or forge an
