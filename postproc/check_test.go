@@ -100,6 +100,9 @@ func TestNewRejects(t *testing.T) {
 		{"negative timeout", Config{Command: "true", Timeout: -1}, "post-processing timeout -1ns: must not be negative"},
 		{"negative grace", Config{Command: "true", Grace: -1}, "post-processing grace -1ns: must not be negative"},
 		{"missing shell", Config{Command: "true", Shell: dir + "/sh"}, `shell: "` + dir + `/sh": no such file`},
+		{"ends in ;", Config{Command: "send ; "}, `post-processing command ends with ";": its parameters would run as a command`},
+		{"ends in &", Config{Command: "send &\n"}, `post-processing command ends with "&": its parameters would run as a command`},
+		{"ends in |", Config{Command: "send |"}, `post-processing command ends with "|": its parameters would run as a command`},
 		{"shell not in PATH", Config{Command: "true", Shell: "no-such-shell"}, `shell: "no-such-shell": not found in PATH`},
 	}
 	for _, c := range cases {

@@ -58,6 +58,8 @@ func TestParameters(t *testing.T) {
 		{name: "-uT", times: true, command: quote(hook), file: "prot_2024-03-01_123456_1_192.0.2.10", host: "db.example", want: nine},
 		{name: "own argument", command: quote(hook) + " 'fixed arg'", file: "prot", host: "db.example",
 			want: func(file, host string) []string { return append([]string{"fixed arg"}, five(file, host)...) }},
+		// A newline before "$@" would make it a command of its own.
+		{name: "trailing newline", command: quote(hook) + " \n", file: "prot", host: "db.example", want: five},
 	}
 	for i, h := range hostile {
 		runs = append(runs,

@@ -77,7 +77,8 @@ import (
 type Config struct {
 	// Command is CMD as given to -u or -uT. It runs as
 	// /bin/sh -c 'CMD "$@"', so it may hold arguments and shell syntax of
-	// its own; the facts follow as "$@".
+	// its own; the facts follow as "$@". It must not end in a comment,
+	// which would swallow "$@", nor in ;, & or |, which New refuses.
 	Command string
 
 	// Times selects -uT: nine parameters instead of five.
@@ -142,10 +143,13 @@ type Runner struct {
 	abort    context.CancelCauseFunc
 
 	mu        sync.Mutex
-	room      sync.Cond // signalled when a run ends or the queue is abandoned
+	room      sync.Cond // broadcast when a run ends, a ticket is served or the queue is abandoned
 	waiting   []*run    // runs not yet started, first in first out
 	running   int       // runs started and not yet ended
 	workers   int       // goroutines taking runs from waiting
+	blocked   int       // Enqueue calls waiting for room
+	tickets   uint64    // handed to Enqueue calls that wait, in turn
+	served    uint64    // the ticket whose turn it is
 	draining  bool      // Shutdown began
 	abandoned bool      // Shutdown's ctx ended: nothing more starts
 	stopped   bool      // idle is closed: Enqueue runs nothing more
@@ -174,8 +178,14 @@ var envNames = []string{
 // (see Check). The environment of the commands is the process's environment
 // as it is when New is called.
 func New(cfg Config) (*Runner, error) {
-	if strings.TrimSpace(cfg.Command) == "" {
+	command := strings.TrimRight(cfg.Command, " \t\n")
+	if command == "" {
 		return nil, errors.New("post-processing command is empty")
+	}
+	// After these, "$@" would be a command of its own: the data file's
+	// name would be run.
+	if end := command[len(command)-1:]; strings.Contains(";&|", end) {
+		return nil, fmt.Errorf("post-processing command ends with %q: its parameters would run as a command", end)
 	}
 	switch {
 	case cfg.Jobs < 0:
@@ -191,7 +201,7 @@ func New(cfg Config) (*Runner, error) {
 		log:     cfg.Logger,
 		now:     time.Now,
 		shell:   cfg.Shell,
-		script:  cfg.Command + ` "$@"`,
+		script:  command + ` "$@"`,
 		times:   cfg.Times,
 		env:     daemonEnv(os.Environ()),
 		jobs:    cfg.Jobs,
@@ -251,13 +261,8 @@ func (r *Runner) Enqueue(f *proxy.Facts) {
 	j := r.newRun(f)
 
 	r.mu.Lock()
-	if r.full() {
-		r.mu.Unlock()
-		r.log.Warn("post-cmd queue full, waiting for room", "conn", j.conn, "queue", r.queue)
-		r.mu.Lock()
-		for r.full() {
-			r.room.Wait()
-		}
+	if r.full() || r.blocked > 0 {
+		r.waitForRoom(j)
 	}
 	if r.stopped || r.abandoned {
 		reason := "post-processing stopped"
@@ -275,6 +280,26 @@ func (r *Runner) Enqueue(f *proxy.Facts) {
 		go r.work()
 	}
 	r.mu.Unlock()
+}
+
+// waitForRoom waits until there is room for j and the callers that waited
+// before it went first. It logs one warning while the queue stays full, not
+// one per connection. r.mu is held.
+func (r *Runner) waitForRoom(j *run) {
+	ticket := r.tickets
+	r.tickets++
+	r.blocked++
+	if r.blocked == 1 {
+		r.mu.Unlock()
+		r.log.Warn("post-cmd queue full, waiting for room", "conn", j.conn, "queue", r.queue)
+		r.mu.Lock()
+	}
+	for r.full() || ticket != r.served {
+		r.room.Wait()
+	}
+	r.served++
+	r.blocked--
+	r.room.Broadcast() // the next ticket may be good now
 }
 
 // full reports whether a new run must wait for room. r.mu is held.
@@ -358,7 +383,7 @@ func (r *Runner) next() *run {
 func (r *Runner) done() {
 	r.mu.Lock()
 	r.running--
-	r.room.Signal()
+	r.room.Broadcast()
 	r.mu.Unlock()
 }
 
@@ -392,7 +417,7 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	select {
-	case <-r.idle:
+	case <-r.idle: // both ended: all ran
 		r.wg.Wait()
 		return nil
 	default:

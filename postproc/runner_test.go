@@ -202,6 +202,7 @@ func TestTimeoutEndsGroup(t *testing.T) {
 // gateHook marks its start and waits for the file release, 20 s at most.
 const gateHook = `d=${0%/*}
 : > "$d/started.$IPPROT_CONN"
+echo $IPPROT_CONN >> "$d/order"
 i=0
 while [ ! -e "$d/release" ] && [ $i -lt 2000 ]; do sleep 0.01; i=$((i+1)); done
 : > "$d/ran.$IPPROT_CONN"
@@ -306,6 +307,13 @@ func TestShutdownDeadline(t *testing.T) {
 	}
 }
 
+// blockedCallers returns the number of Enqueue calls waiting for room.
+func blockedCallers(r *Runner) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.blocked
+}
+
 func TestQueueFull(t *testing.T) {
 	dir := t.TempDir()
 	hook := writeHook(t, dir, "hook", gateHook)
@@ -313,27 +321,71 @@ func TestQueueFull(t *testing.T) {
 	r.Enqueue(facts(t, 1, filepath.Join(dir, "data.1"))) // runs
 	r.Enqueue(facts(t, 2, filepath.Join(dir, "data.2"))) // waits in the queue
 
-	done := make(chan struct{})
-	go enqueueTo(r, facts(t, 3, filepath.Join(dir, "data.3")), done)
-	want := `level=WARN msg="post-cmd queue full, waiting for room" conn=3 queue=1`
-	waitFor(t, "the queue-full warning", func() bool { return len(log.lines(want)) == 1 })
-	select {
-	case <-done:
-		t.Fatal("Enqueue returned while the queue was full")
-	default:
+	// Three more callers wait for room, one after the other.
+	var dones []chan struct{}
+	for n := uint64(3); n <= 5; n++ {
+		done := make(chan struct{})
+		dones = append(dones, done)
+		go enqueueTo(r, facts(t, n, filepath.Join(dir, "data."+itoa(n))), done)
+		waitFor(t, "Enqueue to wait", func() bool { return blockedCallers(r) == int(n-2) })
+	}
+	for i, done := range dones {
+		select {
+		case <-done:
+			t.Fatalf("Enqueue of connection %d returned while the queue was full", i+3)
+		default:
+		}
+	}
+	// One warning, not one per caller.
+	want := []string{`level=WARN msg="post-cmd queue full, waiting for room" conn=3 queue=1`}
+	if got := log.lines("queue full"); !slices.Equal(got, want) {
+		t.Errorf("got %q; want %q", got, want)
 	}
 
 	if err := os.WriteFile(filepath.Join(dir, "release"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	<-done
+	for _, done := range dones {
+		<-done
+	}
 	if err := r.Shutdown(context.Background()); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	for n := 1; n <= 3; n++ {
-		if !exists(filepath.Join(dir, "ran."+strconv.Itoa(n))) {
-			t.Errorf("connection %d: not run", n)
+	// Callers that waited got in in the order they came.
+	b, err := os.ReadFile(filepath.Join(dir, "order"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), "1\n2\n3\n4\n5\n"; got != want {
+		t.Errorf("got start order %q; want %q", got, want)
+	}
+}
+
+func TestQueueFullDeadline(t *testing.T) {
+	dir := t.TempDir()
+	hook := writeHook(t, dir, "hook", gateHook)
+	r, log := newRunner(t, Config{Command: quote(hook), Jobs: 1, Queue: 1, Grace: 300 * time.Millisecond})
+	r.Enqueue(facts(t, 1, filepath.Join(dir, "data.1")))
+	r.Enqueue(facts(t, 2, filepath.Join(dir, "data.2")))
+	done := make(chan struct{})
+	go enqueueTo(r, facts(t, 3, filepath.Join(dir, "data.3")), done)
+	waitFor(t, "Enqueue to wait", func() bool { return blockedCallers(r) == 1 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown: got %v; want %v", err, context.Canceled)
+	}
+	// The waiting caller is let go; its run is reported, not made.
+	<-done
+	for n := 2; n <= 3; n++ {
+		want := []string{fmt.Sprintf(`level=ERROR msg="post-cmd not run" conn=%d file=%s/data.%d reason="shutdown deadline passed"`, n, dir, n)}
+		if got := log.lines("not run", fmt.Sprintf("conn=%d ", n)); !slices.Equal(got, want) {
+			t.Errorf("got %q; want %q", got, want)
 		}
+	}
+	if got := log.lines(`msg="post-cmd exited" conn=1 status=-1 signal=terminated reason=shutdown`); len(got) != 1 {
+		t.Errorf("got %q; want the first command ended by the shutdown", got)
 	}
 }
 
