@@ -108,7 +108,7 @@ func quote(s string) string {
 
 // facts returns the facts of connection n with data file file, which is
 // created.
-func facts(t *testing.T, n uint64, file string) *proxy.Facts {
+func facts(t testing.TB, n uint64, file string) *proxy.Facts {
 	t.Helper()
 	if err := os.WriteFile(file, []byte("recording\n"), 0o644); err != nil {
 		t.Fatal(err)

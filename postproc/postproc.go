@@ -126,17 +126,17 @@ var (
 // is safe for concurrent use. Its goroutines live only while runs are queued
 // or running; Shutdown waits for them.
 type Runner struct {
-	log    *slog.Logger
-	now    func() time.Time
-	shell  string
-	script string   // CMD "$@"
-	times  bool     // -uT
-	env    []string // the daemon's environment without the IPPROT_* names set here
-	jobs   int
-	queue  int
-	grace  time.Duration
-
+	log     *slog.Logger
+	now     func() time.Time
+	shell   string
+	script  string   // CMD "$@"
+	times   bool     // -uT
+	env     []string // the daemon's environment without the IPPROT_* names set here
+	jobs    int
+	queue   int
 	timeout time.Duration
+	grace   time.Duration
+
 	// abortCtx is cancelled with errShutdown when Shutdown gives up
 	// waiting; every running command is ended.
 	abortCtx context.Context

@@ -29,6 +29,11 @@ func (r *Runner) execute(j *run) {
 	// pipes should a process outside the group still hold them.
 	cmd.WaitDelay = r.grace
 
+	if context.Cause(ctx) == errShutdown {
+		// Taken from the queue just as Shutdown gave up.
+		r.logNotRun(j, "shutdown deadline passed")
+		return
+	}
 	start := r.now()
 	if err := cmd.Start(); err != nil {
 		r.log.Error("post-cmd start failed", "conn", j.conn, "file", j.file, "err", err)
