@@ -1,5 +1,11 @@
 package recorder
 
+import (
+	"net/netip"
+	"strconv"
+	"time"
+)
+
 // Direction says which way a block travelled: In is a block from the
 // connection establisher (client to server), Out a block to it.
 type Direction uint8
@@ -34,4 +40,39 @@ func (d Direction) Marker() string {
 		return MarkerIn
 	}
 	return MarkerOut
+}
+
+// The tail of a data file's name: the start time's layout and the
+// extension of each compression.
+const nameTimeLayout = "2006-01-02_150405"
+
+var extensions = [...]string{None: "", Gzip: ".gz", Bzip2: ".bz2"}
+
+// FileName returns the data file name of a connection:
+// <prefix>_<yyyy-mm-dd_HHMMSS>_<n>_<client_ip> and ".gz" or ".bz2" for c.
+// start is written in its own location (the daemon passes local time).
+// An IPv6 address is written with '-' for ':' and without its zone, an
+// IPv4-mapped one as IPv4; an invalid address as "unknown".
+func FileName(prefix string, start time.Time, n uint64, client netip.Addr, c Compression) string {
+	b := make([]byte, 0, len(prefix)+64)
+	b = append(b, prefix...)
+	b = append(b, '_')
+	b = start.AppendFormat(b, nameTimeLayout)
+	b = append(b, '_')
+	b = strconv.AppendUint(b, n, 10)
+	b = append(b, '_')
+	if client.IsValid() {
+		for _, ch := range []byte(client.Unmap().WithZone("").String()) {
+			if ch == ':' {
+				ch = '-'
+			}
+			b = append(b, ch)
+		}
+	} else {
+		b = append(b, "unknown"...)
+	}
+	if int(c) < len(extensions) {
+		b = append(b, extensions[c]...)
+	}
+	return string(b)
 }

@@ -1,0 +1,123 @@
+package recorder
+
+import (
+	"bytes"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/dsnet/compress/bzip2"
+	"github.com/klauspost/compress/flate"
+)
+
+// Why compressors are shared, not owned by a session: a deflate compressor
+// of klauspost/compress takes about 1 MiB whatever its level, and a bzip2
+// encoder up to 18 MiB. pgzip keeps one or more per writer (in a pool of its
+// own, until the next garbage collections); 1,000 sessions with sync-flushed
+// pgzip writers were measured at 1.8–2.4 GB RSS. So a session keeps only its
+// pending bytes (in 16 KiB chunks) and, for gzip, the 32 KiB of history the
+// next segment may refer to; it borrows a compressor from a pool for the
+// moment it compresses, and at most one compression per CPU runs at once.
+
+const (
+	chunkSize = 16 << 10
+
+	// gzipSegment is the amount of pending data that is compressed at once
+	// even before the flush timer: small enough to bound a session's
+	// memory, large enough for deflate's speed and ratio (measured equal to
+	// 128 KiB segments).
+	gzipSegment = 64 << 10
+	gzipLevel   = flate.DefaultCompression
+
+	// bzip2Level is bzip2(1)'s default, which the original used. Streams are
+	// cut at bzip2Segment pending bytes: blocks of 300 KB compress within 1 %
+	// of 900 KB ones, 1.7 times faster, with a third of the memory.
+	bzip2Level   = 9
+	bzip2Segment = 300_000
+)
+
+// codecs is what the recorders of one Opener share for compression.
+type codecs struct {
+	tokens  chan struct{} // one per CPU: compressions running at once
+	flate   sync.Pool     // *flate.Writer
+	bzip2   sync.Pool     // *bzip2.Writer
+	out     sync.Pool     // *bytes.Buffer, one compressed segment
+	chunks  sync.Pool     // *chunk, pending uncompressed data
+	scratch sync.Pool     // *[]byte, blocks gathered by framers
+}
+
+type chunk [chunkSize]byte
+
+func newCodecs() *codecs {
+	c := &codecs{tokens: make(chan struct{}, runtime.GOMAXPROCS(0))}
+	c.flate.New = newFlate
+	c.bzip2.New = newBzip2
+	c.out.New = func() any { return new(bytes.Buffer) }
+	c.chunks.New = func() any { return new(chunk) }
+	c.scratch.New = func() any { return new([]byte) }
+	return c
+}
+
+func newFlate() any {
+	w, err := flate.NewWriter(io.Discard, gzipLevel)
+	if err != nil {
+		panic(err) // the level is a valid constant
+	}
+	return w
+}
+
+func newBzip2() any {
+	w, err := bzip2.NewWriter(io.Discard, &bzip2.WriterConfig{Level: bzip2Level})
+	if err != nil {
+		panic(err) // the level is a valid constant
+	}
+	return w
+}
+
+// acquire waits until fewer compressions than CPUs run; release ends one.
+func (c *codecs) acquire() { c.tokens <- struct{}{} }
+func (c *codecs) release() { <-c.tokens }
+
+func (c *codecs) buffer() *bytes.Buffer {
+	b := c.out.Get().(*bytes.Buffer)
+	b.Reset()
+	return b
+}
+
+// pending holds the uncompressed bytes of a session not yet compressed, in
+// chunks borrowed from a pool and given back once compressed.
+type pending struct {
+	pool   *sync.Pool
+	chunks []*chunk
+	n      int
+}
+
+func (q *pending) len() int { return q.n }
+
+// append copies p.
+func (q *pending) append(p []byte) {
+	for len(p) > 0 {
+		off := q.n % chunkSize
+		if off == 0 && q.n == len(q.chunks)*chunkSize {
+			q.chunks = append(q.chunks, q.pool.Get().(*chunk))
+		}
+		c := copy(q.chunks[len(q.chunks)-1][off:], p)
+		q.n += c
+		p = p[c:]
+	}
+}
+
+// piece returns the i-th stretch of pending bytes, for i < len(q.chunks).
+func (q *pending) piece(i int) []byte {
+	return q.chunks[i][:min(chunkSize, q.n-i*chunkSize)]
+}
+
+// reset gives the chunks back.
+func (q *pending) reset() {
+	for i, c := range q.chunks {
+		q.pool.Put(c)
+		q.chunks[i] = nil
+	}
+	q.chunks = q.chunks[:0]
+	q.n = 0
+}

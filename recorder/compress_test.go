@@ -1,0 +1,318 @@
+package recorder
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// syncFlush does what the flush timer does, at a point the test chooses.
+func syncFlush(t testing.TB, r *Recorder) {
+	t.Helper()
+	r.mu.Lock()
+	err := r.flushLocked()
+	r.mu.Unlock()
+	if err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+}
+
+// randomBlocks returns blocks of random sizes (1 byte up to 300000) of
+// random bytes, text-like or binary, in random directions when both.
+func randomBlocks(rng *rand.Rand, n int, both bool) []block {
+	var blocks []block
+	at := t0
+	for range n {
+		size := 1 + rng.IntN(4096)
+		switch rng.IntN(8) {
+		case 0:
+			size = 1 + rng.IntN(300000)
+		case 1:
+			size = 1
+		}
+		p := make([]byte, size)
+		if rng.IntN(2) == 0 {
+			for i := range p {
+				p[i] = byte(rng.Uint32())
+			}
+		} else {
+			const text = "SELECT * FROM t WHERE id = 42;\r\nHTTP/1.1 200 OK\n\x00\xc3\xbc"
+			for i := range p {
+				p[i] = text[rng.IntN(len(text))]
+			}
+		}
+		dir := Out
+		if both && rng.IntN(2) == 0 {
+			dir = In
+		}
+		at = at.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
+		blocks = append(blocks, block{dir, at, p})
+	}
+	return blocks
+}
+
+// TestRoundTrip records random blocks with random flushes and checks, with
+// the real gzip and bzip2, that after every flush the file gives back
+// exactly what was recorded so far, and after Close all of it, intact.
+func TestRoundTrip(t *testing.T) {
+	for _, cc := range compressions {
+		for seed := range uint64(3) {
+			t.Run(fmt.Sprintf("%s/seed%d", cc.name, seed), func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(seed, 1))
+				cfg := Config{Record: [2]bool{true, true}, Compression: cc.c, FlushInterval: time.Hour}
+				if seed == 2 {
+					cfg.Printable, cfg.BlockStamps, cfg.StampInterval = true, true, time.Second
+				}
+				var now time.Time
+				cfg.Now = func() time.Time { return now }
+				cfg.Prefix = filepath.Join(t.TempDir(), "prot")
+				o, err := New(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r, err := o.Open(Session{N: 1, Start: t0, Client: netip.MustParseAddr("::1")})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				blocks := randomBlocks(rng, 40, true)
+				for i, b := range blocks {
+					now = b.at
+					if err := r.Record(b.dir, b.data); err != nil {
+						t.Fatalf("Record %d: %v", i, err)
+					}
+					if rng.IntN(4) != 0 && i != len(blocks)-1 {
+						continue
+					}
+					syncFlush(t, r)
+					// A gzip file without its trailer makes gzip fail after
+					// writing all it has; the data is what counts.
+					got, _ := decompress(t, r.Path(), cc.c)
+					if want := model(cfg, blocks[:i+1]); !bytes.Equal(got, want) {
+						t.Fatalf("after flush at block %d: %s", i, firstDiff(got, want))
+					}
+				}
+				if err := r.Close(); err != nil {
+					t.Fatalf("Close: %v", err)
+				}
+				got := testFile(t, r.Path(), cc.c)
+				if want := model(cfg, blocks); !bytes.Equal(got, want) {
+					t.Errorf("after Close: %s", firstDiff(got, want))
+				}
+			})
+		}
+	}
+}
+
+// TestEmptyFile checks that a session without data leaves a valid, empty
+// file of each kind.
+func TestEmptyFile(t *testing.T) {
+	for _, cc := range compressions {
+		t.Run(cc.name, func(t *testing.T) {
+			path := record(t, Config{Record: [2]bool{Out: true}, BlockStamps: true, Compression: cc.c}, nil)
+			if got := testFile(t, path, cc.c); len(got) != 0 {
+				t.Errorf("got %q; want no data", got)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[Compression]int64{None: 0, Gzip: 20, Bzip2: 14}[cc.c]; fi.Size() != want {
+				t.Errorf("size %d; want %d", fi.Size(), want)
+			}
+		})
+	}
+}
+
+// TestIdleFlush checks that a flush with nothing new writes nothing: no
+// empty streams or blocks for idle periods.
+func TestIdleFlush(t *testing.T) {
+	for _, cc := range compressions[1:] {
+		t.Run(cc.name, func(t *testing.T) {
+			o, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Record: [2]bool{Out: true}, Compression: cc.c, FlushInterval: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := o.Open(Session{N: 1, Start: t0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			size := func() int64 {
+				fi, err := os.Stat(r.Path())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return fi.Size()
+			}
+			syncFlush(t, r)
+			if s := size(); s != 0 {
+				t.Errorf("flush before any data wrote %d bytes; want 0", s)
+			}
+			if err := r.Record(Out, []byte("data")); err != nil {
+				t.Fatal(err)
+			}
+			if s := size(); s != 0 {
+				t.Errorf("a small block was written before a flush: %d bytes", s)
+			}
+			syncFlush(t, r)
+			s1 := size()
+			if s1 == 0 {
+				t.Fatal("flush wrote nothing")
+			}
+			syncFlush(t, r)
+			syncFlush(t, r)
+			if s := size(); s != s1 {
+				t.Errorf("idle flushes grew the file from %d to %d bytes", s1, s)
+			}
+			if err := r.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got := testFile(t, r.Path(), cc.c); string(got) != "data" {
+				t.Errorf("got %q; want %q", got, "data")
+			}
+		})
+	}
+}
+
+// TestSegments checks that a compressed recorder does not keep more than a
+// segment pending: data beyond it reaches the file without a flush.
+func TestSegments(t *testing.T) {
+	for _, cc := range compressions[1:] {
+		t.Run(cc.name, func(t *testing.T) {
+			o, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Record: [2]bool{Out: true}, Compression: cc.c, FlushInterval: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := o.Open(Session{N: 1, Start: t0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			rng := rand.New(rand.NewPCG(7, 7))
+			var all []byte
+			for len(all) < 3*bzip2Segment {
+				p := make([]byte, 4096)
+				for i := range p {
+					p[i] = 'a' + byte(rng.IntN(26))
+				}
+				all = append(all, p...)
+				if err := r.Record(Out, p); err != nil {
+					t.Fatal(err)
+				}
+				if n := r.frame.next.(interface{ pendingLen() int }).pendingLen(); n >= max(gzipSegment, bzip2Segment) {
+					t.Fatalf("%d bytes pending", n)
+				}
+			}
+			got, _ := decompress(t, r.Path(), cc.c)
+			if len(got) < len(all)-max(gzipSegment, bzip2Segment) || !bytes.Equal(got, all[:len(got)]) {
+				t.Errorf("before any flush the file gave back %d of %d bytes (must be a prefix of at least %d)",
+					len(got), len(all), len(all)-max(gzipSegment, bzip2Segment))
+			}
+		})
+	}
+}
+
+// TestTimedFlush checks that the flush timer, on the real clock, brings a
+// recorded block into the file without any further call.
+func TestTimedFlush(t *testing.T) {
+	for _, cc := range compressions[1:] {
+		t.Run(cc.name, func(t *testing.T) {
+			o, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Record: [2]bool{Out: true}, Compression: cc.c, FlushInterval: time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := o.Open(Session{N: 1, Start: t0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			flushed := make(chan struct{}, 1)
+			r.mu.Lock()
+			r.afterFlush = func() { flushed <- struct{}{} }
+			r.mu.Unlock()
+			for _, s := range []string{"first ", "second"} {
+				if err := r.Record(Out, []byte(s)); err != nil {
+					t.Fatal(err)
+				}
+				<-flushed
+			}
+			got, _ := decompress(t, r.Path(), cc.c)
+			if string(got) != "first second" {
+				t.Errorf("after two timed flushes: got %q; want %q", got, "first second")
+			}
+		})
+	}
+}
+
+// FuzzRoundTrip records data cut into random blocks with random options,
+// flushes and compression, and checks with the real tools that the file
+// is exactly what SPEC §3 says.
+func FuzzRoundTrip(f *testing.F) {
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"), uint64(1), uint8(0))
+	f.Add([]byte("Grüße \x00\x01 日本語 #848367#1\n"), uint64(2), uint8(1|4|8|16|32))
+	f.Add(bytes.Repeat([]byte{0, 1, 2, 0xff}, 5000), uint64(3), uint8(2|16))
+	f.Add([]byte{}, uint64(4), uint8(1))
+	f.Add([]byte{}, uint64(5), uint8(2))
+	f.Fuzz(func(t *testing.T, data []byte, seed uint64, opts uint8) {
+		rng := rand.New(rand.NewPCG(seed, 2))
+		cfg := Config{
+			Record:      [2]bool{Out: true, In: opts&16 != 0},
+			Compression: Compression(opts % 3),
+			Printable:   opts&4 != 0,
+			BlockStamps: opts&8 != 0,
+		}
+		if opts&32 != 0 {
+			cfg.StampInterval = time.Second
+		}
+		var blocks []block
+		at := t0
+		for rest := data; len(rest) > 0; {
+			n := 1 + rng.IntN(len(rest))
+			dir := Out
+			if rng.IntN(2) == 0 {
+				dir = In
+			}
+			at = at.Add(time.Duration(rng.IntN(1500)) * time.Millisecond)
+			blocks = append(blocks, block{dir, at, rest[:n]})
+			rest = rest[n:]
+		}
+		var now time.Time
+		cfg.Now = func() time.Time { return now }
+		cfg.Prefix = filepath.Join(t.TempDir(), "prot")
+		cfg.FlushInterval = time.Hour
+		o, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := o.Open(Session{N: 1, Start: t0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range blocks {
+			now = b.at
+			if err := r.Record(b.dir, b.data); err != nil {
+				r.Close()
+				t.Fatal(err)
+			}
+			if rng.IntN(3) == 0 {
+				syncFlush(t, r)
+			}
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		got := testFile(t, r.Path(), cfg.Compression)
+		if want := model(cfg, blocks); !bytes.Equal(got, want) {
+			t.Errorf("%s", firstDiff(got, want))
+		}
+	})
+}
+
+func (z *gzipStage) pendingLen() int  { return z.pend.len() }
+func (z *bzip2Stage) pendingLen() int { return z.pend.len() }
