@@ -248,7 +248,7 @@ func TestPrintableRunPerDirection(t *testing.T) {
 	blocks := []block{
 		{In, t0, []byte("in\x00")},
 		{Out, t0, []byte("\x00out\x00")},
-		{In, t0, []byte("\x01in")},  // continues In's run: no blank
+		{In, t0, []byte("\x01in")},   // continues In's run: no blank
 		{Out, t0, []byte("\x01out")}, // continues Out's run: no blank
 	}
 	cfg := Config{Record: [2]bool{In: true, Out: true}, Printable: true}
