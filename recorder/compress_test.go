@@ -29,7 +29,7 @@ func randomBlocks(rng *rand.Rand, n int, both bool) []block {
 	at := t0
 	for range n {
 		size := 1 + rng.IntN(4096)
-		switch rng.IntN(8) {
+		switch rng.IntN(16) {
 		case 0:
 			size = 1 + rng.IntN(300000)
 		case 1:
@@ -63,6 +63,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, cc := range compressions {
 		for seed := range uint64(3) {
 			t.Run(fmt.Sprintf("%s/seed%d", cc.name, seed), func(t *testing.T) {
+				t.Parallel()
 				rng := rand.New(rand.NewPCG(seed, 1))
 				cfg := Config{Record: [2]bool{true, true}, Compression: cc.c, FlushInterval: time.Hour}
 				if seed == 2 {
@@ -80,7 +81,7 @@ func TestRoundTrip(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer r.Close()
-				blocks := randomBlocks(rng, 40, true)
+				blocks := randomBlocks(rng, 30, true)
 				for i, b := range blocks {
 					now = b.at
 					if err := r.Record(b.dir, b.data); err != nil {
