@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-
-	"github.com/dsnet/compress/bzip2"
 )
 
 // bzip2Stage compresses a file into bzip2 streams: every flush ends the
@@ -91,18 +89,17 @@ func (z *bzip2Stage) stream(p []byte) error {
 }
 
 func (z *bzip2Stage) compress(out *bytes.Buffer, p []byte) error {
-	z.c.acquire()
-	defer z.c.release()
-	zw := z.c.bzip2.Get().(*bzip2.Writer)
-	defer z.c.bzip2.Put(zw)
-	var errs []error
-	errs = append(errs, zw.Reset(out))
+	zw := z.c.getBzip2()
+	defer z.c.putBzip2(zw)
+	err := zw.Reset(out)
 	for i := range z.pend.chunks {
-		_, err := zw.Write(z.pend.piece(i))
-		errs = append(errs, err)
+		_, e := zw.Write(z.pend.piece(i))
+		keepFirst(&err, e)
 	}
-	_, err := zw.Write(p)
-	errs = append(errs, err, zw.Close(), zw.Reset(io.Discard))
+	_, e := zw.Write(p)
+	keepFirst(&err, e)
+	keepFirst(&err, zw.Close())
+	keepFirst(&err, zw.Reset(io.Discard))
 	z.pend.reset()
-	return errors.Join(errs...)
+	return err
 }

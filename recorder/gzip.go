@@ -97,7 +97,10 @@ func (z *gzipStage) segment(p []byte, final bool) error {
 		out.Write(finalBlock)
 	}
 	if final {
-		out.Write(binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, z.crc), z.size))
+		var trailer [8]byte
+		binary.LittleEndian.PutUint32(trailer[:4], z.crc)
+		binary.LittleEndian.PutUint32(trailer[4:], z.size)
+		out.Write(trailer[:])
 	}
 	if err == nil {
 		_, err = z.next.Write(out.Bytes())
@@ -113,25 +116,23 @@ func (z *gzipStage) segment(p []byte, final bool) error {
 // compress deflates the pending bytes and p into out with a borrowed
 // compressor and gives the pending chunks back.
 func (z *gzipStage) compress(out *bytes.Buffer, p []byte, final bool) error {
-	z.c.acquire()
-	defer z.c.release()
-	fw := z.c.flate.Get().(*flate.Writer)
-	defer z.c.flate.Put(fw)
+	fw := z.c.getFlate()
+	defer z.c.putFlate(fw)
 	fw.ResetDict(out, z.dict)
-	var errs []error
+	var err error
 	for i := range z.pend.chunks {
-		errs = append(errs, z.feed(fw, z.pend.piece(i)))
+		keepFirst(&err, z.feed(fw, z.pend.piece(i)))
 	}
-	errs = append(errs, z.feed(fw, p))
+	keepFirst(&err, z.feed(fw, p))
 	if final {
-		errs = append(errs, fw.Close())
+		keepFirst(&err, fw.Close())
 	} else {
-		errs = append(errs, fw.Flush())
+		keepFirst(&err, fw.Flush())
 	}
 	// Let go of out and of this session's history before pooling fw.
 	fw.ResetDict(io.Discard, nil)
 	z.pend.reset()
-	return errors.Join(errs...)
+	return err
 }
 
 // feed compresses b and accounts for it in the trailer and the history.

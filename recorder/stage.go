@@ -42,6 +42,9 @@ func (s *fileStage) Close() error { return bare(s.f.Close()) }
 // bare strips the path from an *fs.PathError; the recorder's errors name
 // the file once.
 func bare(err error) error {
+	if err == nil {
+		return nil
+	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
