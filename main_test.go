@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/ipprot/ipprot/proxy"
+	"github.com/ipprot/ipprot/recorder"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func testParser(t *testing.T) func(string) bool {
+	t.Helper()
+	var c cli
+	p, err := newParser(&c, &bytes.Buffer{}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return flagTakesValue(p)
+}
+
+func TestNormaliseArgs(t *testing.T) {
+	takes := testParser(t)
+	tests := []struct {
+		in, want string
+	}{
+		{"-p 5432 -Dp /run/x.pid", "-p 5432 --daemon --pid-file /run/x.pid"},
+		{"-uT /bin/send -f p", "--post-cmd-times /bin/send -f p"},
+		{"-?", "--help"},
+		{"-D -p 80", "-D -p 80"},
+		// Values are never rewritten, whatever they look like.
+		{"-C -uT -c log", "-C -uT -c log"},
+		{"-u -Dp -f p", "-u -Dp -f p"},
+		{"-Dp -uT", "--daemon --pid-file -uT"},
+		{"-uT -Dp -f p", "--post-cmd-times -Dp -f p"},
+		{"--conn-log-format -Dp", "--conn-log-format -Dp"},
+		{"--conn-log-format=x -Dp f", "--conn-log-format=x --daemon --pid-file f"},
+		// A cluster of one-letter options ending in one with a value.
+		{"-Lsp 80 -Dp f", "-Lsp 80 --daemon --pid-file f"},
+		{"-p80 -Dp f", "-p80 --daemon --pid-file f"},
+		// A bool cluster takes no value.
+		{"-Lsz -Dp f", "-Lsz --daemon --pid-file f"},
+		{"-- -Dp", "-- -Dp"},
+		{"-Dp", "--daemon --pid-file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got := strings.Join(normaliseArgs(strings.Fields(tt.in), takes), " ")
+			if got != tt.want {
+				t.Errorf("got %q; want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// parse runs the command-line half of realMain.
+func parse(t *testing.T, args ...string) (*config, error) {
+	t.Helper()
+	var c cli
+	p, err := newParser(&c, &bytes.Buffer{}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Parse(normaliseArgs(args, flagTakesValue(p))); err != nil {
+		return nil, err
+	}
+	return c.config()
+}
+
+// TestManualCommandLines: both examples of the manual parse as written.
+func TestManualCommandLines(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := parse(t, strings.Fields("-p 5432 -h 127.0.0.1 -P 3333 -l -f "+dir+"/conn_rec/prot -z -Dp "+dir+"/conn_rec/ipprot_pid_5432")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.listenAddr != ":5432" || cfg.outHost != "127.0.0.1" || cfg.outPort != 3333 || !cfg.daemon || cfg.pidFile != dir+"/conn_rec/ipprot_pid_5432" {
+		t.Errorf("first example: %+v", cfg)
+	}
+	if r := cfg.record; r == nil || r.Prefix != dir+"/conn_rec/prot" || r.Record != [2]bool{recorder.In: true} || r.Compression != recorder.Gzip {
+		t.Errorf("first example recording: %+v", r)
+	}
+
+	hook := filepath.Join(dir, "send_ipprot")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err = parse(t, strings.Fields("-p 7777@10.1.2.33 -P 5678@10.1.2.34 -L -s -f "+dir+"/prot -j -u "+hook+" -Dp "+dir+"/pid_7777")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.listenAddr != "10.1.2.33:7777" || cfg.outHost != "10.1.2.34" || cfg.outPort != 5678 || !cfg.daemon {
+		t.Errorf("second example: %+v", cfg)
+	}
+	if r := cfg.record; r == nil || r.Record != [2]bool{true, true} || !r.Printable || r.Compression != recorder.Bzip2 {
+		t.Errorf("second example recording: %+v", r)
+	}
+	if p := cfg.post; p == nil || p.Command != hook || p.Times {
+		t.Errorf("second example post-processing: %+v", p)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := parse(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.listenAddr != ":8080" || cfg.outHost != "localhost" || cfg.outPort != 80 || cfg.record != nil || cfg.post != nil || cfg.daemon {
+		t.Errorf("defaults: %+v", cfg)
+	}
+	if cfg.proxy.BufferSize != 300000 || cfg.proxy.ConnectTimeout.String() != "10s" || cfg.proxy.IdleTimeout != 0 || cfg.proxy.MaxConns != 0 || cfg.allow.Len() != 0 {
+		t.Errorf("proxy defaults: %+v", cfg.proxy)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := parse(t, "-p", "5432@[::1]", "-h", "db.example", "-P", "6543", "-b", "4096",
+		"-f", dir+"/p", "-L", "-M", "-t", "30", "-s",
+		"-c", dir+"/conn.log", "-C", "%i %x%n", "-r", "10.0.0.0/8", "-r", "::ffff:192.168.1.7", "-r", "2001:db8::/32",
+		"-uT", "true", "--max-conns", "50", "--idle-timeout", "1h", "--on-record-error", "continue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.listenAddr != "[::1]:5432" || cfg.outHost != "db.example" || cfg.outPort != 6543 {
+		t.Errorf("addresses: %q %q %d", cfg.listenAddr, cfg.outHost, cfg.outPort)
+	}
+	r := cfg.record
+	if r.Record != [2]bool{true, true} || !r.BlockStamps || r.StampInterval.Seconds() != 30 || !r.Printable || r.Compression != recorder.None {
+		t.Errorf("recording: %+v", r)
+	}
+	if cfg.post == nil || !cfg.post.Times || cfg.post.Command != "true" {
+		t.Errorf("post: %+v", cfg.post)
+	}
+	if cfg.proxy.BufferSize != 4096 || cfg.proxy.MaxConns != 50 || cfg.proxy.IdleTimeout.String() != "1h0m0s" || !cfg.proxy.ContinueOnRecordError {
+		t.Errorf("proxy: %+v", cfg.proxy)
+	}
+	for addr, want := range map[string]bool{"10.9.9.9": true, "192.168.1.7": true, "192.168.1.8": false, "2001:db8::5": true, "2001:db9::5": false} {
+		if got := cfg.allow.Allows(mustAddr(t, addr)); got != want {
+			t.Errorf("allows %s: %v; want %v", addr, got, want)
+		}
+	}
+	if cfg.connFormat == nil {
+		t.Errorf("-C not compiled")
+	}
+}
+
+// TestUsageErrors: every bad input ends with exit status 2 and one line on
+// stderr that names the option and the problem, before anything starts.
+func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "file")
+	os.WriteFile(notDir, nil, 0o644)
+	tests := []struct {
+		args string
+		want string
+	}{
+		{"-x", "ipprotd: unknown flag -x (see ipprotd --help)"},
+		{"--listn 80", `ipprotd: unknown flag --listn, did you mean "--listen"?`},
+		{"--bogus", "ipprotd: unknown flag --bogus"},
+		{"-p", "ipprotd: -p/--listen: missing value"},
+		{"-f", "ipprotd: -f/--data-log: missing value"},
+		{"-f p -uT", "ipprotd: -uT/--post-cmd-times: missing value"},
+		{"-p 0", "ipprotd: -p/--listen: port 0 is outside 1-65535"},
+		{"-p 65536", "ipprotd: -p/--listen: port 65536 is outside 1-65535"},
+		{"-p http", `ipprotd: -p/--listen: port "http" is not a number`},
+		{"-P 70000@db", "ipprotd: -P/--out: port 70000 is outside 1-65535"},
+		{"-P 80@", "ipprotd: -P/--out: missing host after @"},
+		{"-h 10.0.0.1:80", `ipprotd: -h/--out-host: host "10.0.0.1:80" is not an IPv6 address (a port goes before the @)`},
+		{"-r 10.0.0.300", `ipprotd: -r/--allow: "10.0.0.300" is not an IP address or CIDR prefix`},
+		{"-r 10.1.0.0/8", `ipprotd: -r/--allow: "10.1.0.0/8" has bits set beyond /8 (did you mean 10.0.0.0/8?)`},
+		{"-b 0", "ipprotd: -b: 0 is outside 1-67108864"},
+		{"-b x", `ipprotd: -b/--buffer-size: expected a valid 64 bit int but got "x"`},
+		{"-f p -t 0", "ipprotd: -t: 0 is not a number of seconds (1 or more)"},
+		{"-l -L -f p", "ipprotd: -l and -L cannot be used together"},
+		{"-z -j -f p", "ipprotd: -z and -j cannot be used together"},
+		{"-z", "ipprotd: -z needs -f"},
+		{"-j", "ipprotd: -j needs -f"},
+		{"-l", "ipprotd: -l needs -f"},
+		{"-L", "ipprotd: -L needs -f"},
+		{"-s", "ipprotd: -s needs -f"},
+		{"-M", "ipprotd: -M needs -f"},
+		{"-t 5", "ipprotd: -t needs -f"},
+		{"-u true", "ipprotd: -u needs -f"},
+		{"-uT true", "ipprotd: -uT needs -f"},
+		{"-f p -u true -uT true", "ipprotd: -u and -uT cannot be used together"},
+		{"-C %i", "ipprotd: -C needs -c"},
+		{"-c " + dir + "/log -C %q", `ipprotd: -C/--conn-log-format: unknown expression "%q" at byte 0`},
+		{"-c " + notDir + "/log", "ipprotd: -c/--conn-log: " + notDir + " is not a directory"},
+		{"-f p -u /nonexistent/send", `ipprotd: -u/--post-cmd: "/nonexistent/send": no such file`},
+		{"--on-record-error maybe", `ipprotd: --on-record-error must be one of "stop","continue" but got "maybe"`},
+		{"--log-format xml", `ipprotd: --log-format must be one of "text","json" but got "xml"`},
+		{"--connect-timeout 0s", "ipprotd: --connect-timeout: 0s must be positive"},
+		{"--post-jobs 0", "ipprotd: --post-jobs: 0 must be 1 or more"},
+		{"extra", `ipprotd: unexpected argument extra`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.args, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := realMain(strings.Fields(tt.args), &stdout, &stderr)
+			if code != 2 {
+				t.Errorf("exit status %d; want 2", code)
+			}
+			if got := stderr.String(); got != tt.want+"\n" {
+				t.Errorf("stderr %q; want %q", got, tt.want+"\n")
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("stdout %q; want nothing", stdout.String())
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"-?"}, {"--help"}, {"-p", "80", "-?"}} {
+		var stdout, stderr bytes.Buffer
+		if code := realMain(args, &stdout, &stderr); code != 0 {
+			t.Errorf("%v: exit status %d; want 0", args, code)
+		}
+		out := strings.Join(strings.Fields(stdout.String()), " ") // unwrap
+		for _, want := range []string{
+			"Usage: ipprotd",
+			"Listening and forwarding:", "Recording (need -f):", "Post-processing (need -f):", "Connection log:", "Running:",
+			"-p, --listen=PORT[@HOST]", "(default: 8080)",
+			"-h, --out-host=HOST", "(default: localhost)",
+			"-P, --out=PORT[@HOST]", "-b, --buffer-size=BYTES", "(default: 300000)",
+			"-f, --data-log=PREFIX", "-l, --log-in", "-L, --log-both", "-s, --printable",
+			"-z, --gzip", "-j, --bzip2", "-t, --stamp-interval=SECS", "-M, --block-stamps",
+			"-u, --post-cmd=CMD", "--post-cmd-times=CMD", "(-uT)",
+			"-c, --conn-log=FILE", "-C, --conn-log-format=FORMAT", `(default: "%s %e %S %i %p %o %O %r %w %x %f%n")`,
+			"-r, --allow=IP|CIDR", "-D, --daemon", "--pid-file=FILE", "-?, --help", "-v, --version",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v: help lacks %q", args, want)
+			}
+		}
+		if stderr.Len() != 0 {
+			t.Errorf("stderr %q; want nothing", stderr.String())
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := realMain([]string{"-v"}, &stdout, &stderr); code != 0 {
+		t.Errorf("exit status %d; want 0", code)
+	}
+	if !strings.HasPrefix(stdout.String(), "ipprotd ") || strings.Count(stdout.String(), "\n") != 1 {
+		t.Errorf("version %q; want one line starting with ipprotd", stdout.String())
+	}
+}
+
+func TestOptionNames(t *testing.T) {
+	for in, want := range map[string]string{
+		"--listen: port 0 is outside 1-65535":              "-p/--listen: port 0 is outside 1-65535",
+		"--out: bad":                                       "-P/--out: bad",
+		"--out-host: bad":                                  "-h/--out-host: bad",
+		"missing flags: --listen=PORT":                     "missing flags: -p/--listen=PORT",
+		"--post-cmd-times: expected string value":          "-uT/--post-cmd-times: expected string value",
+		"--log-format must be one of \"text\",\"json\" but": "--log-format must be one of \"text\",\"json\" but",
+	} {
+		if got := optionNames(in); got != want {
+			t.Errorf("optionNames(%q) = %q; want %q", in, got, want)
+		}
+	}
+}
+
+func mustAddr(t *testing.T, s string) netip.Addr {
+	t.Helper()
+	p, err := proxy.ParseAllow(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Addr()
+}
