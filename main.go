@@ -41,9 +41,9 @@ var version = ""
 // short form; the two-letter -Dp and -uT and the -? of help are rewritten
 // into long forms by normaliseArgs before kong sees them.
 type cli struct {
-	Listen  portAt `short:"p" placeholder:"PORT[@HOST]" default:"8080" group:"fwd" help:"Listen on PORT, on all addresses (IPv4 and IPv6) or only on HOST (default: ${default})."`
-	OutHost string `short:"h" placeholder:"HOST" default:"localhost" group:"fwd" help:"Forward to HOST, a name (resolved at each connection) or an address (default: ${default})."`
-	Out     portAt `short:"P" placeholder:"PORT[@HOST]" default:"80" group:"fwd" help:"Forward to PORT; @HOST overrides -h (default: ${default})."`
+	Listen  portAt       `short:"p" placeholder:"PORT[@HOST]" default:"8080" group:"fwd" help:"Listen on PORT, on all addresses (IPv4 and IPv6) or only on HOST (default: ${default})."`
+	OutHost string       `short:"h" placeholder:"HOST" default:"localhost" group:"fwd" help:"Forward to HOST, a name (resolved at each connection) or an address (default: ${default})."`
+	Out     portAt       `short:"P" placeholder:"PORT[@HOST]" default:"80" group:"fwd" help:"Forward to PORT; @HOST overrides -h (default: ${default})."`
 	Allow   []allowEntry `short:"r" placeholder:"IP|CIDR" sep:"none" group:"fwd" help:"Allow only this client address or prefix; repeatable (default: everyone)."`
 
 	BufferSize     int           `short:"b" placeholder:"BYTES" default:"300000" group:"fwd" help:"Read, record and write at most BYTES as one block (default: ${default})."`
@@ -67,7 +67,7 @@ type cli struct {
 	PostJobs     int           `placeholder:"N" default:"4" group:"post" help:"Run at most N post-processing commands at once (default: ${default})."`
 	PostTimeout  time.Duration `placeholder:"DURATION" default:"0" group:"post" help:"End a post-processing command, with its process group, after DURATION (default: never)."`
 
-	ConnLog       string `short:"c" placeholder:"FILE" type:"path" group:"log" help:"Append one line per connection to FILE."`
+	ConnLog       string  `short:"c" placeholder:"FILE" type:"path" group:"log" help:"Append one line per connection to FILE."`
 	ConnLogFormat *string `short:"C" placeholder:"FORMAT" group:"log" help:"Format of that line; see docs/ipprotd.md (default: \"${connlog_format}\")."`
 
 	Daemon       bool          `short:"D" group:"run" help:"Detach and run in the background."`

@@ -2,8 +2,8 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -261,11 +261,11 @@ func TestVersion(t *testing.T) {
 
 func TestOptionNames(t *testing.T) {
 	for in, want := range map[string]string{
-		"--listen: port 0 is outside 1-65535":              "-p/--listen: port 0 is outside 1-65535",
-		"--out: bad":                                       "-P/--out: bad",
-		"--out-host: bad":                                  "-h/--out-host: bad",
-		"missing flags: --listen=PORT":                     "missing flags: -p/--listen=PORT",
-		"--post-cmd-times: expected string value":          "-uT/--post-cmd-times: expected string value",
+		"--listen: port 0 is outside 1-65535":               "-p/--listen: port 0 is outside 1-65535",
+		"--out: bad":                                        "-P/--out: bad",
+		"--out-host: bad":                                   "-h/--out-host: bad",
+		"missing flags: --listen=PORT":                      "missing flags: -p/--listen=PORT",
+		"--post-cmd-times: expected string value":           "-uT/--post-cmd-times: expected string value",
 		"--log-format must be one of \"text\",\"json\" but": "--log-format must be one of \"text\",\"json\" but",
 	} {
 		if got := optionNames(in); got != want {
