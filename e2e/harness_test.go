@@ -25,7 +25,35 @@ import (
 // binary is the ipprotd under test, built by TestMain.
 var binary string
 
+// atExit holds what TestMain runs after the tests, last registered first:
+// servers shared by the whole package (PostgreSQL) are stopped there.
+var (
+	atExitMu sync.Mutex
+	atExit   []func()
+)
+
+func registerAtExit(f func()) {
+	atExitMu.Lock()
+	defer atExitMu.Unlock()
+	atExit = append(atExit, f)
+}
+
+func runAtExit() {
+	atExitMu.Lock()
+	defer atExitMu.Unlock()
+	for i := len(atExit) - 1; i >= 0; i-- {
+		atExit[i]()
+	}
+}
+
 func TestMain(m *testing.M) {
+	// The load test holds thousands of sockets in this process and in the
+	// daemon, which inherits the limit.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
 	dir, err := os.MkdirTemp("", "ipprotd-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -43,6 +71,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	runAtExit()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
