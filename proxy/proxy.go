@@ -39,10 +39,13 @@ import (
 // block before it is forwarded, from the goroutine of the block's direction,
 // so calls for the two directions may run at once; it must not keep p.
 // A Record error ends the session (see Config.ContinueOnRecordError).
-// Close is called once, after both directions have ended, and completes the
-// recording.
+// Wants tells, once at the start, whether Record needs the blocks of a
+// direction at all: a direction it does not want is spliced from socket to
+// socket without passing through the proxy. Close is called once, after
+// both directions have ended, and completes the recording.
 type Recorder interface {
 	Record(dir recorder.Direction, p []byte) error
+	Wants(dir recorder.Direction) bool
 	Close() error
 }
 
@@ -117,6 +120,7 @@ type Server struct {
 	now     func() time.Time
 	dial    func(ctx context.Context, network, address string) (net.Conn, error)
 	bufPool sync.Pool // *[]byte of cfg.BufferSize, held only while a block is in flight
+	pipes   *pipePool // for directions that are spliced
 
 	// abortCtx is cancelled to abort every session still running.
 	abortCtx context.Context
@@ -152,6 +156,7 @@ func New(cfg Config) *Server {
 	}
 	size := cfg.BufferSize
 	s.bufPool.New = func() any { b := make([]byte, size); return &b }
+	s.pipes = newPipePool(min(size, 1<<20))
 	s.abortCtx, s.abort = context.WithCancelCause(context.Background())
 	return s
 }
@@ -246,6 +251,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	done := make(chan struct{})
 	go s.waitSessions(done)
+	defer s.pipes.close()
 	select {
 	case <-done:
 		return nil

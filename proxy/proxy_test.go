@@ -397,6 +397,8 @@ func (b *blockLog) Record(dir recorder.Direction, p []byte) error {
 	return nil
 }
 
+func (b *blockLog) Wants(recorder.Direction) bool { return true }
+
 func (b *blockLog) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -439,6 +441,63 @@ func TestRecordsEveryBlockBeforeForwarding(t *testing.T) {
 	}
 	if session.N != f.N || session.Client != f.Client || !session.Start.Equal(f.Start) {
 		t.Errorf("recorder told %+v; want the connection's number, client and start", session)
+	}
+}
+
+// onlyIn records client-to-server blocks only: the other direction is
+// spliced.
+type onlyIn struct{ blockLog }
+
+func (o *onlyIn) Wants(dir recorder.Direction) bool { return dir == recorder.In }
+
+func TestSplicesWhatIsNotRecorded(t *testing.T) {
+	rec := &onlyIn{}
+	h := newHarness(t, "tcp4", Config{
+		BufferSize:   4096,
+		OpenRecorder: func(Session) (Recorder, string, error) { return rec, "f", nil },
+	})
+	client := h.dial()
+	server := h.accept()
+	up, down := randomBytes(t, 1<<20), randomBytes(t, 5<<20)
+	errc := make(chan error, 2)
+	go sendAndClose(client, up, errc)
+	go sendAndClose(server, down, errc)
+	gotUp, _ := io.ReadAll(server)
+	gotDown, _ := io.ReadAll(client)
+	<-errc
+	<-errc
+	f := h.wait()
+	if !bytes.Equal(gotUp, up) || !bytes.Equal(gotDown, down) {
+		t.Fatalf("data changed on the way: up %d/%d down %d/%d bytes", len(gotUp), len(up), len(gotDown), len(down))
+	}
+	if !bytes.Equal(rec.blocks[recorder.In], up) || len(rec.blocks[recorder.Out]) != 0 {
+		t.Errorf("recorded in %d out %d bytes; want %d and 0", len(rec.blocks[recorder.In]), len(rec.blocks[recorder.Out]), len(up))
+	}
+	if f.BytesIn != int64(len(up)) || f.BytesOut != int64(len(down)) || f.Outcome != OK {
+		t.Errorf("in %d out %d %v; want %d %d ok", f.BytesIn, f.BytesOut, f.Outcome, len(up), len(down))
+	}
+}
+
+// TestIdleConnectionsHoldNoPipe: a spliced direction gives its pipe back
+// when the source has nothing to send.
+func TestIdleConnectionsHoldNoPipe(t *testing.T) {
+	h := newHarness(t, "tcp4", Config{})
+	for range 20 {
+		client := h.dial()
+		server := h.accept()
+		client.Write([]byte("ping"))
+		io.ReadFull(server, make([]byte, 4))
+		server.Write([]byte("pong"))
+		io.ReadFull(client, make([]byte, 4))
+	}
+	// Each direction gives its pipe back before it waits again; after the
+	// reads above that may take a moment.
+	deadline := time.Now().Add(10 * time.Second)
+	for h.srv.pipes.inUse() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := h.srv.pipes.inUse(); n != 0 {
+		t.Errorf("%d pipes held by 20 idle connections; want 0", n)
 	}
 }
 
@@ -567,15 +626,13 @@ func TestShutdownLetsSessionsFinish(t *testing.T) {
 	server := h.accept()
 	done := make(chan error, 1)
 	go func() { done <- h.srv.Shutdown(context.Background()) }()
-	// Wait for the listener to close.
-	for {
-		c, err := net.Dial("tcp", h.addr)
-		if err != nil {
-			break
-		}
+	// Wait for the listener to close: then no new connection gets in.
+	for !h.srv.isClosing() {
+		time.Sleep(time.Millisecond)
+	}
+	if c, err := net.Dial("tcp", h.addr); err == nil {
 		c.Close()
-		h.wait()
-		time.Sleep(10 * time.Millisecond)
+		t.Errorf("a connection got in after Shutdown")
 	}
 	msg := []byte("still here")
 	if _, err := client.Write(msg); err != nil {

@@ -207,8 +207,12 @@ func (ss *session) serverToClient() error {
 
 // pipe copies src to dst a block at a time, recording each block before it
 // is written, until src ends. A FIN from src half-closes dst; any error
-// cancels the session, which resets both sides.
+// cancels the session, which resets both sides. A direction nobody records
+// is spliced instead.
 func (ss *session) pipe(dir recorder.Direction, src, dst *net.TCPConn, count *int64) error {
+	if ss.rec == nil || !ss.rec.Wants(dir) {
+		return ss.splice(src, dst, count)
+	}
 	r, err := newBlockReader(src, &ss.srv.bufPool)
 	if err != nil {
 		ss.cancel(err)
@@ -241,6 +245,36 @@ func (ss *session) pipe(dir recorder.Direction, src, dst *net.TCPConn, count *in
 			err = fmt.Errorf("write to %s: %w", ss.side(dst), err)
 			ss.cancel(err)
 			return err
+		}
+	}
+}
+
+// splice moves src to dst with splice(2) until src ends, with pipe's
+// FIN and error handling.
+func (ss *session) splice(src, dst *net.TCPConn, count *int64) error {
+	s, err := newSplicer(src, dst, ss.srv.pipes, ss.srv.cfg.BufferSize)
+	if err != nil {
+		ss.cancel(err)
+		return err
+	}
+	for {
+		n, writeErr, err := s.move()
+		*count += int64(n)
+		if err == io.EOF {
+			dst.CloseWrite()
+			return nil
+		}
+		if err != nil {
+			if writeErr {
+				err = fmt.Errorf("write to %s: %w", ss.side(dst), err)
+			} else {
+				err = fmt.Errorf("read from %s: %w", ss.side(src), err)
+			}
+			ss.cancel(err)
+			return err
+		}
+		if ss.srv.cfg.IdleTimeout > 0 {
+			ss.lastIO.Store(time.Now().UnixNano())
 		}
 	}
 }
