@@ -15,7 +15,7 @@ type discardRecorder struct{}
 
 func (discardRecorder) Record(recorder.Direction, []byte) error { return nil }
 func (discardRecorder) Wants(recorder.Direction) bool           { return true }
-func (discardRecorder) Close() error                             { return nil }
+func (discardRecorder) Close() error                            { return nil }
 
 // BenchmarkThroughput sends b.N blocks of 1 MiB one way over loopback:
 // directly, through the proxy spliced, and through the proxy in blocks.
