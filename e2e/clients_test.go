@@ -1,0 +1,451 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pgTool finds a PostgreSQL program: on PATH or in the server's bin folder,
+// which Debian keeps off PATH.
+func pgTool(t *testing.T, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/" + name); len(m) > 0 {
+		sort.Strings(m)
+		return m[len(m)-1]
+	}
+	need(t, name) // skips, or fails in CI
+	return ""
+}
+
+// pg is the PostgreSQL server of the package, started by the first test
+// that needs it and stopped by TestMain.
+var pg struct {
+	once sync.Once
+	port int
+	err  error
+}
+
+// postgresPort returns the port of a PostgreSQL 15 server on 127.0.0.1 with
+// trust authentication for the user postgres, starting it if needed.
+func postgresPort(t *testing.T) int {
+	t.Helper()
+	need(t, "runuser", "psql")
+	initdb, postgres := pgTool(t, "initdb"), pgTool(t, "postgres")
+	pg.once.Do(func() { pg.port, pg.err = startPostgres(initdb, postgres) })
+	if pg.err != nil {
+		t.Fatalf("PostgreSQL: %v", pg.err)
+	}
+	return pg.port
+}
+
+// startPostgres runs initdb and the server as the user postgres (which
+// PostgreSQL insists on: it refuses root) in a fresh folder. The server
+// dies with this process (Pdeathsig) should TestMain not get to stop it.
+func startPostgres(initdb, postgres string) (int, error) {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return 0, err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	dir, err := os.MkdirTemp("", "ipprot-pg-")
+	if err != nil {
+		return 0, err
+	}
+	registerAtExit(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return 0, err
+	}
+	data := filepath.Join(dir, "data")
+	out, err := exec.Command("runuser", "-u", "postgres", "--", initdb, "-D", data,
+		"-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	logFile, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		return 0, err
+	}
+	os.Chown(logFile.Name(), uid, gid)
+	cmd := exec.Command(postgres, "-D", data, "-p", strconv.Itoa(port), "-k", dir,
+		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=100")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)},
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	exited := make(chan struct{})
+	go waitAndClose(cmd, logFile, exited)
+	registerAtExit(func() { stopPostgres(cmd, exited) })
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := exec.Command("psql", "-X", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "postgres", "-d", "postgres", "-c", "SELECT 1").Run()
+		if err == nil {
+			return port, nil
+		}
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(logFile.Name())
+			return 0, fmt.Errorf("the server ended at start:\n%s", b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logFile.Name())
+			return 0, fmt.Errorf("not ready within 60 s: %v\n%s", err, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func waitAndClose(cmd *exec.Cmd, f *os.File, exited chan<- struct{}) {
+	cmd.Wait()
+	f.Close()
+	close(exited)
+}
+
+// stopPostgres asks for a fast shutdown (SIGINT) and kills after 20 s.
+func stopPostgres(cmd *exec.Cmd, exited <-chan struct{}) {
+	cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+	}
+}
+
+// pgEnv is libpq's environment for a plain-text session: no TLS, no GSS,
+// so the recording shows the protocol.
+var pgEnv = []string{"PGSSLMODE=disable", "PGGSSENCMODE=disable", "PGCONNECT_TIMEOUT=10", "PGUSER=postgres", "PGDATABASE=postgres"}
+
+func pgCommand(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), pgEnv...)
+	return cmd
+}
+
+// connLogFields splits a line of the default -C format
+// (%s %e %S %i %p %o %O %r %w %x %f) into its named fields.
+func connLogFields(t *testing.T, line string) map[string]string {
+	t.Helper()
+	f := strings.Fields(line)
+	if len(f) != 13 {
+		t.Fatalf("connection log line %q has %d fields; want 13", line, len(f))
+	}
+	m := map[string]string{"s": f[0] + " " + f[1], "e": f[2] + " " + f[3]}
+	for i, k := range []string{"S", "i", "p", "o", "O", "r", "w", "x", "f"} {
+		m[k] = f[4+i]
+	}
+	return m
+}
+
+// TestPsqlManualSecondExample runs psql through the manual's second
+// example (-L -s -j -u HOOK, with -c): the SQL and the reply rows are in
+// the bzip2 recording, printable only; the hook ran once with the five
+// parameters, found a whole file (bzip2 -t) and the connection's log line
+// already written; the line says ok.
+func TestPsqlManualSecondExample(t *testing.T) {
+	need(t, "psql", "bzip2")
+	pgPort := postgresPort(t)
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "connection_protocol", "conn.log")
+	h := newHook(t, fmt.Sprintf(`bzip2 -t "$1" && echo bzip2-t=ok
+echo "log-count=$(grep -c -F -- " $1" %[1]s)"
+grep -F -- " $1" %[1]s | sed 's/^/log=/'`, logPath))
+	prefix := filepath.Join(dir, "connection_protocol", "prot")
+	d := startDaemon(t, "-P", fmt.Sprintf("%d@127.0.0.1", pgPort), "-L", "-s", "-f", prefix, "-j", "-u", h.path, "-c", logPath)
+
+	const sql = "SELECT n, 'row-' || n AS label FROM generate_series(1, 3) AS n"
+	out, err := pgCommand("psql", "-X", "-A", "-t", "-h", "127.0.0.1", "-p", strconv.Itoa(d.port), "-c", sql).CombinedOutput()
+	if err != nil {
+		t.Fatalf("psql: %v\n%s", err, out)
+	}
+	if want := "1|row-1\n2|row-2\n3|row-3\n"; string(out) != want {
+		t.Fatalf("psql printed %q; want %q", out, want)
+	}
+	runs := h.waitRuns(t, 1)
+	d.stop()
+
+	files := dataFiles(t, prefix)
+	if len(files) != 1 || !strings.HasSuffix(files[0], "_1_127.0.0.1.bz2") {
+		t.Fatalf("data files %v; want one ..._1_127.0.0.1.bz2", files)
+	}
+	rec := run(t, "bzip2", "-dc", files[0])
+	for _, want := range []string{
+		sql + " ",                        // the Query message; its NUL became a blank
+		"label",                          // the RowDescription
+		"D 1 row-1D 2 row-2D 3 row-3C ", // three DataRows: 'D', lengths (one blank), values
+	} {
+		if !bytes.Contains(rec, []byte(want)) {
+			t.Errorf("the recording lacks %q:\n%q", want, rec)
+		}
+	}
+	for i, c := range rec {
+		if !(c == '\t' || c == '\n' || c == '\r' || (c >= 0x20 && c <= 0x7e)) {
+			t.Fatalf("byte %d of the -s recording is 0x%02x; want printable only", i, c)
+		}
+	}
+
+	lines := readLines(t, logPath)
+	if len(lines) != 1 {
+		t.Fatalf("connection log %q; want one line", lines)
+	}
+	f := connLogFields(t, lines[0])
+	if f["x"] != "ok" || f["f"] != files[0] || f["i"] != "127.0.0.1" || f["o"] != "127.0.0.1" || f["O"] != strconv.Itoa(pgPort) {
+		t.Errorf("log line %q; want ok, file %s, client 127.0.0.1, destination 127.0.0.1:%d", lines[0], files[0], pgPort)
+	}
+	conn := d.logLines("connection")
+	if len(conn) != 1 || !strings.Contains(conn[0], " bytes_in="+f["r"]+" bytes_out="+f["w"]+" ") {
+		t.Errorf("daemon log %q; want bytes_in=%s bytes_out=%s", conn, f["r"], f["w"])
+	}
+
+	if len(runs) != 1 {
+		t.Fatalf("hook runs %v; want one", sortedKeys(runs))
+	}
+	r := runs[1]
+	want := []string{files[0], "127.0.0.1", f["p"], "127.0.0.1", strconv.Itoa(pgPort)}
+	if got, w := strings.Join(r.args, "|"), strings.Join(want, "|"); got != w {
+		t.Errorf("hook args\n got %s\nwant %s", got, w)
+	}
+	wantExtra := []string{"bzip2-t=ok", "log-count=1", "log=" + lines[0]}
+	if got, w := strings.Join(r.extra, "\n"), strings.Join(wantExtra, "\n"); got != w {
+		t.Errorf("the hook saw\n%s\nwant\n%s", got, w)
+	}
+}
+
+// TestPgbenchRecorded runs pgbench -S with 4 clients for 3 s through
+// -L -z: every session is logged ok, has its own complete recording
+// (gzip -t), and each recording holds exactly the bytes the log line
+// counts both ways (no -M, no -s: the file is the two directions' data).
+func TestPgbenchRecorded(t *testing.T) {
+	need(t, "pgbench", "gzip")
+	pgPort := postgresPort(t)
+	pgbench := pgTool(t, "pgbench")
+	if out, err := pgCommand(pgbench, "-i", "-q", "-s", "1", "-h", "127.0.0.1", "-p", strconv.Itoa(pgPort)).CombinedOutput(); err != nil {
+		t.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "conn.log")
+	d := startDaemon(t, "-P", fmt.Sprintf("%d@127.0.0.1", pgPort), "-L", "-z", "-f", dir+"/prot",
+		"-c", logPath, "-C", "%N %x %r %w %f%n")
+	out, err := pgCommand(pgbench, "-n", "-S", "-c", "4", "-j", "2", "-T", "3", "-h", "127.0.0.1", "-p", strconv.Itoa(d.port)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pgbench: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`number of transactions actually processed: (\d+)`).FindSubmatch(out)
+	if m == nil || string(m[1]) == "0" {
+		t.Fatalf("pgbench processed nothing:\n%s", out)
+	}
+	d.stop() // waits for every session: all are logged now
+
+	lines := readLines(t, logPath)
+	files := dataFiles(t, dir+"/prot")
+	if len(lines) < 4 || len(files) != len(lines) {
+		t.Fatalf("%d log lines and %d files; want one file per connection, at least 4", len(lines), len(files))
+	}
+	selects := 0
+	for i, l := range lines {
+		f := strings.Fields(l)
+		if len(f) != 5 || f[1] != "ok" {
+			t.Errorf("log line %q; want N ok r w file", l)
+			continue
+		}
+		if n, _ := strconv.Atoi(f[0]); n < 1 || n > len(lines) {
+			t.Errorf("line %d names connection %s; want 1..%d", i, f[0], len(lines))
+		}
+		run(t, "gzip", "-t", f[4])
+		rec := run(t, "gzip", "-dc", f[4])
+		r, _ := strconv.Atoi(f[2])
+		w, _ := strconv.Atoi(f[3])
+		if len(rec) == 0 || len(rec) != r+w {
+			t.Errorf("%s holds %d bytes; want %d received + %d written, not 0", f[4], len(rec), r, w)
+		}
+		if bytes.Contains(rec, []byte("SELECT abalance FROM pgbench_accounts WHERE aid = ")) {
+			selects++
+		}
+	}
+	if selects != 4 {
+		t.Errorf("%d recordings hold pgbench's SELECT; want 4, one per client", selects)
+	}
+	t.Logf("pgbench through ipprotd -L -z: %s, %d connections", m[0], len(lines))
+}
+
+// teeListener hands out connections whose writes are also copied to w.
+type teeListener struct {
+	net.Listener
+	w *syncBuffer
+}
+
+func (l teeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return teeConn{Conn: c, w: l.w}, nil
+}
+
+type teeConn struct {
+	net.Conn
+	w *syncBuffer
+}
+
+func (c teeConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.w.Write(p[:n])
+	return n, err
+}
+
+// block is one block of a -M recording: its marker ("848367" from the
+// client, "948366" to it), its stamp, its ISO line if any, its data.
+type block struct {
+	marker string
+	stamp  string
+	iso    string
+	data   []byte
+}
+
+var stampRE = regexp.MustCompile(`#(848367|948366)#(\d+)\n`)
+
+// parseBlocks splits a -M recording into its blocks. Data is what lies
+// between one stamp line and the next; random data would have to contain a
+// whole stamp line to confuse it.
+func parseBlocks(rec []byte) ([]block, error) {
+	var blocks []block
+	for len(rec) > 0 {
+		m := stampRE.FindSubmatchIndex(rec)
+		if m == nil || m[0] != 0 {
+			return nil, fmt.Errorf("no stamp line at %q", rec[:min(len(rec), 40)])
+		}
+		b := block{marker: string(rec[m[2]:m[3]]), stamp: string(rec[m[4]:m[5]])}
+		rec = rec[m[1]:]
+		if bytes.HasPrefix(rec, []byte("#748369#")) {
+			i := bytes.IndexByte(rec, '\n')
+			if i < 0 {
+				return nil, fmt.Errorf("unterminated ISO line %q", rec)
+			}
+			b.iso = string(rec[8:i])
+			rec = rec[i+1:]
+		}
+		next := len(rec)
+		if m := stampRE.FindIndex(rec); m != nil {
+			next = m[0]
+		}
+		b.data = rec[:next]
+		rec = rec[next:]
+		blocks = append(blocks, b)
+	}
+	return blocks, nil
+}
+
+// TestCurlManualBlockStamps reproduces the manual's -M -t example with
+// curl and a real HTTP server, in UTC+01:00 as the manual's: the request's
+// stamp, the ISO line, the reply's stamp, then the reply as the server
+// wrote it; the stamps within the test's clock window, the ISO line in the
+// daemon's zone with the right sign.
+func TestCurlManualBlockStamps(t *testing.T) {
+	need(t, "curl")
+	loc, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Skipf("no zone Europe/Berlin: %v", err)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const body = "<HTML><BODY>ipprotd</BODY></HTML>\n"
+	sent := &syncBuffer{}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.Write([]byte(body))
+	})}
+	go srv.Serve(teeListener{Listener: ln, w: sent})
+	defer srv.Shutdown(context.Background())
+	upPort := ln.Addr().(*net.TCPAddr).Port
+
+	dir := t.TempDir()
+	d := startDaemonEnv(t, []string{"TZ=Europe/Berlin"}, "-P", fmt.Sprintf("%d@127.0.0.1", upPort), "-f", dir+"/prot", "-M", "-t", "1")
+	before := time.Now()
+	got := run(t, "curl", "--silent", "--show-error", "--http1.1", fmt.Sprintf("http://127.0.0.1:%d/", d.port))
+	after := time.Now()
+	if string(got) != body {
+		t.Fatalf("curl got %q; want %q", got, body)
+	}
+	d.stop()
+
+	files := dataFiles(t, dir+"/prot")
+	if len(files) != 1 {
+		t.Fatalf("data files %v; want one", files)
+	}
+	rec, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := regexp.MustCompile(`^#848367#\d{16}\n#748369#\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d\d:\d\d\n#948366#\d{16}\nHTTP/1\.1 200 OK\r\n`)
+	if !head.Match(rec) {
+		t.Fatalf("the recording does not start as the manual's example:\n%s", rec)
+	}
+	blocks, err := parseBlocks(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply []byte
+	for i, b := range blocks {
+		switch {
+		case i == 0:
+			if b.marker != "848367" || b.iso == "" || len(b.data) != 0 {
+				t.Errorf("first block %+v; want the request's stamp and ISO line, no data (not recorded)", b)
+			}
+		case b.marker != "948366" || b.iso != "":
+			t.Errorf("block %d %+v; want only reply blocks after the request", i, b)
+		}
+		us, _ := strconv.ParseInt(b.stamp, 10, 64)
+		if us < before.UnixMicro() || us > after.UnixMicro() {
+			t.Errorf("stamp %s of block %d outside the test's window [%d, %d]", b.stamp, i, before.UnixMicro(), after.UnixMicro())
+		}
+		reply = append(reply, b.data...)
+	}
+	if want := sent.String(); string(reply) != want {
+		t.Errorf("recorded reply\n%q\nwant what the server wrote\n%q", reply, want)
+	}
+	iso, err := time.Parse(isoLayout, blocks[0].iso)
+	if err != nil {
+		t.Fatalf("ISO line %q: %v", blocks[0].iso, err)
+	}
+	if want := iso.In(loc).Format(isoLayout); blocks[0].iso != want {
+		t.Errorf("ISO line %q; want %q (Europe/Berlin's offset)", blocks[0].iso, want)
+	}
+	if iso.Before(before.Truncate(time.Second)) || iso.After(after) {
+		t.Errorf("ISO line %s outside the test's window", blocks[0].iso)
+	}
+	if us, _ := strconv.ParseInt(blocks[0].stamp, 10, 64); iso.Unix() != us/1e6 {
+		t.Errorf("ISO line %s is not the second of the request's stamp %s", blocks[0].iso, blocks[0].stamp)
+	}
+}
