@@ -200,8 +200,8 @@ grep -F -- " $1" %[1]s | sed 's/^/log=/'`, logPath))
 	}
 	rec := run(t, "bzip2", "-dc", files[0])
 	for _, want := range []string{
-		sql + " ",                        // the Query message; its NUL became a blank
-		"label",                          // the RowDescription
+		sql + " ",                       // the Query message; its NUL became a blank
+		"label",                         // the RowDescription
 		"D 1 row-1D 2 row-2D 3 row-3C ", // three DataRows: 'D', lengths (one blank), values
 	} {
 		if !bytes.Contains(rec, []byte(want)) {
