@@ -1,21 +1,22 @@
 package recorder
 
 import (
-	"bytes"
 	"errors"
 	"io"
 )
 
-// bzip2Stage compresses a file into bzip2 streams: every flush ends the
-// stream it writes, and the next data starts a new one, so the file is a
-// sequence of complete streams that bzip2 -dc reads as one. A flush with
-// nothing pending writes nothing; a file without data gets one empty
-// stream, so that it is a valid bzip2 file.
+// bzip2Stage compresses a file into bzip2 streams: every segment, and every
+// flush, ends the stream it writes, and the next data starts a new one, so
+// the file is a sequence of complete streams that bzip2 -dc reads as one.
+// Streams are independent, so segments are compressed at the same time
+// (see segments). A flush with nothing pending writes nothing; a file
+// without data gets one empty stream, so that it is a valid bzip2 file.
 type bzip2Stage struct {
 	next  stage
 	c     *codecs
 	pend  pending
-	wrote bool // a stream is in the file
+	segs  segments
+	wrote bool // a stream was handed to a segment
 	err   error
 }
 
@@ -23,35 +24,38 @@ type bzip2Stage struct {
 var emptyBzip2 = []byte{'B', 'Z', 'h', '9', 0x17, 0x72, 0x45, 0x38, 0x50, 0x90, 0, 0, 0, 0}
 
 func newBzip2Stage(next stage, c *codecs) *bzip2Stage {
-	return &bzip2Stage{next: next, c: c, pend: pending{pool: &c.chunks}}
+	return &bzip2Stage{next: next, c: c, pend: pending{pool: &c.chunks}, segs: segments{c: c}}
 }
 
-// Write keeps p pending, or writes it and what is pending as a stream once
-// that is bzip2Segment bytes.
+// Write keeps a copy of p pending, and hands what is pending to a stream
+// of its own once it is bzip2Segment bytes.
 func (z *bzip2Stage) Write(p []byte) (int, error) {
 	if z.err != nil {
 		return 0, z.err
 	}
-	if z.pend.len()+len(p) < bzip2Segment {
-		z.pend.append(p)
-		return len(p), nil
-	}
-	if err := z.stream(p); err != nil {
-		return 0, err
+	z.pend.append(p)
+	if z.pend.len() >= bzip2Segment {
+		if err := z.submit(); err != nil {
+			return 0, err
+		}
 	}
 	return len(p), nil
 }
 
-// Flush writes what is pending as a stream; with nothing pending it writes
-// nothing.
+// Flush writes what is pending as a stream, and every stream into the file;
+// with nothing pending or out it writes nothing.
 func (z *bzip2Stage) Flush() error {
 	if z.err != nil {
 		return z.err
 	}
 	if z.pend.len() > 0 {
-		if err := z.stream(nil); err != nil {
+		if err := z.submit(); err != nil {
 			return err
 		}
+	}
+	if err := z.segs.writeDone(true, z.write); err != nil {
+		z.err = err
+		return err
 	}
 	return z.next.Flush()
 }
@@ -60,46 +64,44 @@ func (z *bzip2Stage) Flush() error {
 // none, and closes the file.
 func (z *bzip2Stage) Close() error {
 	var err error
-	switch {
-	case z.err != nil:
-	case z.pend.len() > 0:
-		err = z.stream(nil)
-	case !z.wrote:
+	if z.err == nil {
+		err = z.Flush()
+	}
+	if err == nil && z.err == nil && !z.wrote {
 		_, err = z.next.Write(emptyBzip2)
 	}
+	z.segs.wait()
 	z.pend.reset()
 	return errors.Join(err, z.next.Close())
 }
 
-// stream compresses the pending bytes and then p into one stream and
-// writes it to the file with one Write.
-func (z *bzip2Stage) stream(p []byte) error {
-	out := z.c.buffer()
-	defer z.c.out.Put(out)
-	err := z.compress(out, p)
-	if err == nil {
-		_, err = z.next.Write(out.Bytes())
-	}
-	if err != nil {
+func (z *bzip2Stage) submit() error {
+	j := &job{in: z.pend}
+	z.pend = pending{pool: &z.c.chunks}
+	z.wrote = true
+	if err := z.segs.submit(j, z.c.bzip2Stream, z.write); err != nil {
 		z.err = err
 		return err
 	}
-	z.wrote = true
 	return nil
 }
 
-func (z *bzip2Stage) compress(out *bytes.Buffer, p []byte) error {
-	zw := z.c.getBzip2()
-	defer z.c.putBzip2(zw)
-	err := zw.Reset(out)
-	for i := range z.pend.chunks {
-		_, e := zw.Write(z.pend.piece(i))
+func (z *bzip2Stage) write(b []byte) error {
+	_, err := z.next.Write(b)
+	return err
+}
+
+// bzip2Stream compresses a segment into one stream with a borrowed
+// encoder; it runs on the segment's goroutine.
+func (c *codecs) bzip2Stream(j *job) {
+	zw := c.getBzip2()
+	defer c.putBzip2(zw)
+	err := zw.Reset(j.out)
+	for i := range j.in.chunks {
+		_, e := zw.Write(j.in.piece(i))
 		keepFirst(&err, e)
 	}
-	_, e := zw.Write(p)
-	keepFirst(&err, e)
 	keepFirst(&err, zw.Close())
 	keepFirst(&err, zw.Reset(io.Discard))
-	z.pend.reset()
-	return err
+	j.err = err
 }

@@ -16,9 +16,10 @@ import (
 // own, until the next garbage collections); 1,000 sessions with sync-flushed
 // pgzip writers were measured at 1.8–2.4 GB RSS. So a session keeps only its
 // pending bytes (in 16 KiB chunks) and, for gzip, the 32 KiB of history the
-// next segment may refer to; it borrows a compressor for the moment it
-// compresses. There is one compressor per CPU, so at most that
-// many compressions run at once.
+// next segment may refer to; a segment borrows a compressor for the moment
+// it is compressed. There is one compressor per CPU, so at most that many
+// compressions run at once; segments.go runs them off the session's
+// goroutine.
 
 const (
 	chunkSize = 16 << 10
@@ -47,8 +48,13 @@ type codecs struct {
 	flate chan *flate.Writer
 	bzip2 chan *bzip2.Writer
 
+	// slots bounds the segments being compressed or waiting for a
+	// compressor, over all sessions.
+	slots chan struct{}
+
 	out     sync.Pool // *bytes.Buffer, one compressed segment
 	chunks  sync.Pool // *chunk, pending uncompressed data
+	dicts   sync.Pool // *[window]byte, gzip histories
 	scratch sync.Pool // *[]byte, blocks gathered by framers
 }
 
@@ -56,7 +62,7 @@ type chunk [chunkSize]byte
 
 func newCodecs() *codecs {
 	n := runtime.GOMAXPROCS(0)
-	c := &codecs{flate: make(chan *flate.Writer, n), bzip2: make(chan *bzip2.Writer, n)}
+	c := &codecs{flate: make(chan *flate.Writer, n), bzip2: make(chan *bzip2.Writer, n), slots: make(chan struct{}, 2*n)}
 	for range n {
 		c.flate <- nil
 		c.bzip2 <- nil
@@ -64,7 +70,26 @@ func newCodecs() *codecs {
 	c.out.New = func() any { return new(bytes.Buffer) }
 	c.chunks.New = func() any { return new(chunk) }
 	c.scratch.New = func() any { return new([]byte) }
+	c.dicts.New = func() any { return new([window]byte) }
 	return c
+}
+
+// getDict returns an empty history of capacity window.
+func (c *codecs) getDict() []byte { return c.dicts.Get().(*[window]byte)[:0] }
+
+// copyDict returns a copy of d, or nil for an empty d.
+func (c *codecs) copyDict(d []byte) []byte {
+	if len(d) == 0 {
+		return nil
+	}
+	return append(c.getDict(), d...)
+}
+
+// putDict gives back a history from getDict or copyDict.
+func (c *codecs) putDict(d []byte) {
+	if cap(d) == window {
+		c.dicts.Put((*[window]byte)(d[:window]))
+	}
 }
 
 // getFlate waits for an idle deflate compressor; putFlate gives it back.

@@ -1,28 +1,28 @@
 package recorder
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
 	"io"
-
-	"github.com/klauspost/compress/flate"
 )
 
 // gzipStage compresses a file into one gzip member (RFC 1952). Pending data
 // is compressed in segments, each ending with a deflate sync flush, so the
 // file holds a complete prefix of the stream after every segment; Close
 // adds the final block and the trailer. A segment may refer back to the
-// last 32 KiB of the previous ones, as one deflate stream does.
+// last 32 KiB of the previous ones, as one deflate stream does, so segments
+// can be compressed at the same time (see segments) and still make one
+// stream.
 type gzipStage struct {
 	next   stage
 	c      *codecs
 	pend   pending
-	dict   []byte // the last (up to) 32 KiB compressed, the next segment's history
+	segs   segments
+	dict   []byte // the last (up to) 32 KiB handed to a segment: the next one's history
 	crc    uint32
 	size   uint32 // modulo 2³², as the trailer has it
-	header bool   // the member header is in the file
+	header bool   // a segment carries the member header
 	err    error
 }
 
@@ -37,35 +37,38 @@ var (
 )
 
 func newGzipStage(next stage, c *codecs) *gzipStage {
-	return &gzipStage{next: next, c: c, pend: pending{pool: &c.chunks}}
+	return &gzipStage{next: next, c: c, pend: pending{pool: &c.chunks}, segs: segments{c: c}}
 }
 
-// Write keeps p pending, or compresses it with what is pending once that
-// makes a segment.
+// Write keeps a copy of p pending, and hands what is pending to a segment
+// once it is gzipSegment bytes.
 func (z *gzipStage) Write(p []byte) (int, error) {
 	if z.err != nil {
 		return 0, z.err
 	}
-	if z.pend.len()+len(p) < gzipSegment {
-		z.pend.append(p)
-		return len(p), nil
-	}
-	if err := z.segment(p, false); err != nil {
-		return 0, err
+	z.pend.append(p)
+	if z.pend.len() >= gzipSegment {
+		if err := z.submit(); err != nil {
+			return 0, err
+		}
 	}
 	return len(p), nil
 }
 
-// Flush compresses what is pending into the file; with nothing pending it
-// writes nothing.
+// Flush compresses what is pending and writes every segment into the file;
+// with nothing pending or out it writes nothing.
 func (z *gzipStage) Flush() error {
 	if z.err != nil {
 		return z.err
 	}
 	if z.pend.len() > 0 {
-		if err := z.segment(nil, false); err != nil {
+		if err := z.submit(); err != nil {
 			return err
 		}
+	}
+	if err := z.segs.writeDone(true, z.write); err != nil {
+		z.err = err
+		return err
 	}
 	return z.next.Flush()
 }
@@ -74,81 +77,74 @@ func (z *gzipStage) Flush() error {
 func (z *gzipStage) Close() error {
 	var err error
 	if z.err == nil {
-		err = z.segment(nil, true)
+		err = z.Flush()
 	}
+	if err == nil && z.err == nil {
+		b := make([]byte, 0, len(gzipHeader)+len(finalBlock)+8)
+		if !z.header {
+			b = append(b, gzipHeader...)
+		}
+		b = append(b, finalBlock...)
+		b = binary.LittleEndian.AppendUint32(b, z.crc)
+		b = binary.LittleEndian.AppendUint32(b, z.size)
+		_, err = z.next.Write(b)
+	}
+	z.segs.wait()
 	z.pend.reset()
+	z.c.putDict(z.dict)
+	z.dict = nil
 	return errors.Join(err, z.next.Close())
 }
 
-// segment compresses the pending bytes and then p, and writes the result
-// (after the header, if not yet written; before the trailer, if final) to
-// the file with one Write.
-func (z *gzipStage) segment(p []byte, final bool) error {
-	out := z.c.buffer()
-	defer z.c.out.Put(out)
-	if !z.header {
-		out.Write(gzipHeader)
+// submit hands the pending bytes to a segment. The trailer's checksum and
+// the history of the next segment are taken here, in order.
+func (z *gzipStage) submit() error {
+	j := &job{in: z.pend, dict: z.c.copyDict(z.dict), first: !z.header}
+	z.pend = pending{pool: &z.c.chunks}
+	z.header = true
+	if z.dict == nil {
+		z.dict = z.c.getDict()
 	}
-	var err error
-	switch {
-	case z.pend.len() > 0 || len(p) > 0:
-		err = z.compress(out, p, final)
-	case final:
-		out.Write(finalBlock)
+	for i := range j.in.chunks {
+		b := j.in.piece(i)
+		z.crc = crc32.Update(z.crc, crc32.IEEETable, b)
+		z.size += uint32(len(b))
+		z.dict = appendWindow(z.dict, b)
 	}
-	if final {
-		var trailer [8]byte
-		binary.LittleEndian.PutUint32(trailer[:4], z.crc)
-		binary.LittleEndian.PutUint32(trailer[4:], z.size)
-		out.Write(trailer[:])
-	}
-	if err == nil {
-		_, err = z.next.Write(out.Bytes())
-	}
-	if err != nil {
+	if err := z.segs.submit(j, z.c.deflate, z.write); err != nil {
 		z.err = err
 		return err
 	}
-	z.header = true
 	return nil
 }
 
-// compress deflates the pending bytes and p into out with a borrowed
-// compressor and gives the pending chunks back.
-func (z *gzipStage) compress(out *bytes.Buffer, p []byte, final bool) error {
-	fw := z.c.getFlate()
-	defer z.c.putFlate(fw)
-	fw.ResetDict(out, z.dict)
-	var err error
-	for i := range z.pend.chunks {
-		keepFirst(&err, z.feed(fw, z.pend.piece(i)))
-	}
-	keepFirst(&err, z.feed(fw, p))
-	if final {
-		keepFirst(&err, fw.Close())
-	} else {
-		keepFirst(&err, fw.Flush())
-	}
-	// Let go of out and of this session's history before pooling fw.
-	fw.ResetDict(io.Discard, nil)
-	z.pend.reset()
+func (z *gzipStage) write(b []byte) error {
+	_, err := z.next.Write(b)
 	return err
 }
 
-// feed compresses b and accounts for it in the trailer and the history.
-func (z *gzipStage) feed(fw *flate.Writer, b []byte) error {
-	_, err := fw.Write(b)
-	z.crc = crc32.Update(z.crc, crc32.IEEETable, b)
-	z.size += uint32(len(b))
-	z.dict = appendWindow(z.dict, b)
-	return err
+// deflate compresses a gzip segment with a borrowed compressor; it runs on
+// the segment's goroutine.
+func (c *codecs) deflate(j *job) {
+	fw := c.getFlate()
+	defer c.putFlate(fw)
+	if j.first {
+		j.out.Write(gzipHeader)
+	}
+	fw.ResetDict(j.out, j.dict)
+	var err error
+	for i := range j.in.chunks {
+		_, e := fw.Write(j.in.piece(i))
+		keepFirst(&err, e)
+	}
+	keepFirst(&err, fw.Flush())
+	// Let go of out and of the session's history before pooling fw.
+	fw.ResetDict(io.Discard, nil)
+	j.err = err
 }
 
 // appendWindow appends b to the history d, keeping its last 32 KiB.
 func appendWindow(d, b []byte) []byte {
-	if d == nil {
-		d = make([]byte, 0, window)
-	}
 	if len(b) >= window {
 		return append(d[:0], b[len(b)-window:]...)
 	}
