@@ -25,9 +25,9 @@ type job struct {
 	in    pending
 	dict  []byte // gzip: the history it may refer to; owned by the job
 	first bool   // gzip: the member's header goes before the segment
-	out  *bytes.Buffer
-	err  error
-	done chan struct{}
+	out   *bytes.Buffer
+	err   error
+	done  chan struct{}
 }
 
 // segments is the ordered queue of a session's segments out.
