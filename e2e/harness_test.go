@@ -148,11 +148,17 @@ func startCommand(t *testing.T, port int, cmd *exec.Cmd) *daemon {
 	t.Helper()
 	d := &daemon{t: t, cmd: cmd, stderr: &syncBuffer{}, port: port, done: make(chan struct{})}
 	cmd.Stderr = d.stderr
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	// A -race binary sleeps a second before it exits; the daemon's races
+	// are reported on its stderr all the same, and checked at cleanup.
+	cmd.Env = append(cmd.Env, "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go d.wait()
-	t.Cleanup(d.kill)
+	t.Cleanup(d.cleanup)
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(d.stderr.String(), "msg=listening") {
 		select {
@@ -171,6 +177,15 @@ func startCommand(t *testing.T, port int, cmd *exec.Cmd) *daemon {
 func (d *daemon) wait() {
 	d.err = d.cmd.Wait()
 	close(d.done)
+}
+
+// cleanup kills the daemon if it still runs and fails the test if the
+// race detector reported anything in it.
+func (d *daemon) cleanup() {
+	d.kill()
+	if log := d.stderr.String(); strings.Contains(log, "WARNING: DATA RACE") {
+		d.t.Errorf("the race detector found a data race in ipprotd:\n%s", log)
+	}
 }
 
 func (d *daemon) kill() {
