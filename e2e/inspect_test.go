@@ -280,3 +280,23 @@ func sortedKeys[V any](m map[int]V) []int {
 	sort.Ints(keys)
 	return keys
 }
+
+// listening reports whether a TCP socket listens on port, from
+// /proc/net/tcp and /proc/net/tcp6 (state 0A), without connecting to it.
+func listening(t *testing.T, port int) bool {
+	t.Helper()
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(l)
+			if len(f) > 3 && strings.HasSuffix(f[1], suffix) && f[3] == "0A" {
+				return true
+			}
+		}
+	}
+	return false
+}
