@@ -78,6 +78,9 @@ type cli struct {
 
 	Help    helpFlag         `short:"?" group:"run" help:"Show this help."`
 	Version kong.VersionFlag `short:"v" group:"run" help:"Show the version."`
+
+	Serve struct{} `cmd:"" default:"1" hidden:"" help:"Run the proxy (the default)."`
+	Cat   catCmd   `cmd:"" help:"Read recordings: ipprotd cat --help."`
 }
 
 var groups = []kong.Group{
@@ -164,9 +167,13 @@ func realMain(args []string, stdout, stderr io.Writer) (code int) {
 			code = int(ec)
 		}
 	}()
-	if _, err := parser.Parse(normaliseArgs(args, flagTakesValue(parser))); err != nil {
+	kctx, err := parser.Parse(normaliseArgs(args, flagTakesValue(parser)))
+	if err != nil {
 		fmt.Fprintf(stderr, "ipprotd: %s\n", optionNames(err.Error()))
 		return 2
+	}
+	if strings.HasPrefix(kctx.Command(), "cat") {
+		return c.Cat.run(c.ConnLog, c.ConnLogFormat, stdout, stderr)
 	}
 	cfg, err := c.config()
 	if err != nil {

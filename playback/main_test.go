@@ -1,0 +1,53 @@
+package playback
+
+import (
+	"flag"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+func TestMain(m *testing.M) {
+	// The tests' local zone is the manual's, UTC+01:00, whatever TZ says:
+	// golden files show local times.
+	time.Local = time.FixedZone("UTC+1", 3600)
+	goleak.VerifyTestMain(m)
+}
+
+// need skips the test when a tool is missing, except in CI (CI set),
+// where it fails: CI must install it.
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is not installed; CI must install it", tool)
+			}
+			t.Skipf("%s is not installed (CI installs it)", tool)
+		}
+	}
+}
+
+// golden compares got with testdata/name, or rewrites it with -update.
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := "testdata/" + name
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("got:\n%s\nwant (%s):\n%s", got, path, want)
+	}
+}

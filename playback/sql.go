@@ -1,0 +1,730 @@
+package playback
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ipprot/ipprot/recorder"
+)
+
+// Statement is one statement a PostgreSQL client sent — a Query message of
+// the simple protocol, an Execute of the extended one — with what the
+// server answered.
+type Statement struct {
+	// Time is the stamp of the block that held the Query or Execute.
+	Time time.Time
+	// User, Database and Application are the startup message's user,
+	// database (the user where none was given) and application_name.
+	User, Database, Application string
+	// Text is the SQL: the Query's text, or the Parse's the Execute ran.
+	Text string
+	// Extended is true for an Execute (Parse/Bind/Execute).
+	Extended bool
+	// Params are the Bind's parameters, extended protocol only.
+	Params []Param
+	// Tags are the server's CommandComplete tags ("SELECT 3", "INSERT 0 1"),
+	// one per statement of a Query; "EMPTY" for an empty query, "SUSPENDED"
+	// for an Execute that stopped at its row limit.
+	Tags []string
+	// Rows counts the DataRow messages the server sent for it.
+	Rows int64
+	// Error is the server's ErrorResponse, if it failed.
+	Error *PGError
+	// Skipped says that the server did not run it: an earlier message of the
+	// same extended-protocol batch failed.
+	Skipped bool
+	// Answered says that the server's answer is in the recording.
+	Answered bool
+}
+
+// Param is one parameter of a Bind.
+type Param struct {
+	Null   bool
+	Binary bool   // binary format: Value holds the bytes as sent
+	Value  string // text format: the value
+}
+
+// PGError is an ErrorResponse's fields.
+type PGError struct {
+	Severity string `json:"severity"` // V, the non-localized severity, or else S
+	Code     string `json:"code"`     // C, the SQLSTATE
+	Message  string `json:"message"`  // M
+	Detail   string `json:"detail,omitempty"`
+	Hint     string `json:"hint,omitempty"`
+}
+
+// Result is the server's answer in one line: the CommandComplete tags, or
+// "ERROR 42P01: relation "x" does not exist", or why there is none.
+func (s *Statement) Result() string {
+	switch {
+	case s.Error != nil:
+		return fmt.Sprintf("%s %s: %s", s.Error.Severity, s.Error.Code, s.Error.Message)
+	case s.Skipped:
+		return "not run: an earlier message of its batch failed"
+	case !s.Answered:
+		return "no answer in the recording"
+	}
+	return strings.Join(s.Tags, ", ")
+}
+
+// AppendText appends s as one line: time, user@database, the statement with
+// its parameters, "=>", the result. Control characters in the statement
+// are escaped as Printer does, so that it stays one line.
+func (s *Statement) AppendText(b []byte) []byte {
+	b = s.Time.Local().AppendFormat(b, TimeLayout)
+	b = append(b, ' ')
+	b = append(b, s.User...)
+	b = append(b, '@')
+	b = append(b, s.Database...)
+	b = append(b, ' ')
+	if s.Text == "" && !s.Extended {
+		b = append(b, "(connection)"...)
+	} else {
+		b = appendOneLine(b, s.Text)
+	}
+	if len(s.Params) > 0 {
+		b = append(b, " ["...)
+		for i, p := range s.Params {
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			b = fmt.Appendf(b, "$%d=", i+1)
+			switch {
+			case p.Null:
+				b = append(b, "NULL"...)
+			case p.Binary:
+				b = fmt.Appendf(b, "(binary, %d bytes)", len(p.Value))
+			default:
+				b = append(b, '\'')
+				b = appendOneLine(b, strings.ReplaceAll(p.Value, "'", "''"))
+				b = append(b, '\'')
+			}
+		}
+		b = append(b, ']')
+	}
+	b = append(b, " => "...)
+	b = appendOneLine(b, s.Result())
+	return append(b, '\n')
+}
+
+// appendOneLine appends text with control characters and backslashes
+// escaped.
+func appendOneLine(b []byte, text string) []byte {
+	for i := 0; i < len(text); {
+		r, size := utf8.DecodeRuneInString(text[i:])
+		switch {
+		case r == '\\':
+			b = append(b, `\\`...)
+		case r == '\n':
+			b = append(b, `\n`...)
+		case r == '\t':
+			b = append(b, `\t`...)
+		case r == '\r':
+			b = append(b, `\r`...)
+		case r == utf8.RuneError && size == 1, r < 0x20, r == 0x7f:
+			b = fmt.Appendf(b, `\x%02x`, text[i])
+		default:
+			b = append(b, text[i:i+size]...)
+		}
+		i += size
+	}
+	return b
+}
+
+// statementJSON is a Statement as --format json writes it.
+type statementJSON struct {
+	Time        string   `json:"time"`
+	File        string   `json:"file,omitempty"`
+	User        string   `json:"user"`
+	Database    string   `json:"database"`
+	Application string   `json:"application,omitempty"`
+	Protocol    string   `json:"protocol"`
+	Statement   string   `json:"statement"`
+	Params      []any    `json:"params,omitempty"`
+	Result      string   `json:"result"`
+	Tags        []string `json:"tags,omitempty"`
+	Rows        int64    `json:"rows"`
+	Error       *PGError `json:"error,omitempty"`
+	Skipped     bool     `json:"skipped,omitempty"`
+	Answered    bool     `json:"answered"`
+}
+
+// AppendJSON appends s as one JSON object and a newline; file, if not
+// empty, is added as "file". Parameters are strings, null, or for binary
+// ones {"binary": "<hex>"}.
+func (s *Statement) AppendJSON(b []byte, file string) []byte {
+	j := statementJSON{
+		Time: s.Time.Local().Format(time.RFC3339Nano), File: file,
+		User: s.User, Database: s.Database, Application: s.Application,
+		Protocol: "simple", Statement: s.Text, Result: s.Result(), Tags: s.Tags,
+		Rows: s.Rows, Error: s.Error, Skipped: s.Skipped, Answered: s.Answered,
+	}
+	if s.Extended {
+		j.Protocol = "extended"
+	}
+	for _, p := range s.Params {
+		switch {
+		case p.Null:
+			j.Params = append(j.Params, nil)
+		case p.Binary:
+			j.Params = append(j.Params, map[string]string{"binary": fmt.Sprintf("%x", p.Value)})
+		default:
+			j.Params = append(j.Params, p.Value)
+		}
+	}
+	out, err := json.Marshal(j)
+	if err != nil {
+		// Every field is a string, number or bool: this cannot happen.
+		panic(err)
+	}
+	return append(append(b, out...), '\n')
+}
+
+// Errors of SQL: the recording is not one it can decode. Each is wrapped
+// with where it was found.
+var (
+	ErrPrintable   = errors.New("the recording holds printable characters only (-s): the binary PostgreSQL protocol is destroyed and cannot be decoded")
+	ErrEncrypted   = errors.New("the session is encrypted (TLS or GSSAPI): its statements cannot be read from the recording")
+	ErrNotPostgres = errors.New("not a PostgreSQL session")
+)
+
+// SQL decodes a PostgreSQL session, protocol 3.0, from the blocks of a
+// recording made with -M -L (both directions, with stamps): blocks go in,
+// in the file's order, with Block; each statement comes out, with the
+// server's answer, through the function given to NewSQL, in the order the
+// client sent them. End reports those still waiting for an answer.
+//
+// The client's messages give the statements: the startup message (user,
+// database; after an SSLRequest or GSSENCRequest the server's one-byte
+// answer, 'N' to go on in clear), Query, Parse, Bind, Execute, Describe,
+// Close, Sync. The server's give the answers: ParseComplete, BindComplete,
+// CommandComplete, DataRow, EmptyQueryResponse, PortalSuspended,
+// ErrorResponse, ReadyForQuery. Passwords ('p' messages) are skipped, never
+// shown. A message may span blocks; its time is that of the block holding
+// its first byte.
+//
+// SQL holds partial messages and the statements awaiting an answer; it
+// holds no resources. It is not safe for concurrent use.
+type SQL struct {
+	emit func(Statement) error
+	err  error // sticky
+
+	client, server msgStream
+	head           []byte // the client's first bytes, to tell why it is not PostgreSQL
+	started        bool   // the startup message was read
+	serverRaw      int    // one-byte answers (SSLRequest, GSSENCRequest) the server owes
+	user, db, app  string
+
+	stmts   map[string]string // prepared statement name → query
+	portals map[string]portal
+	queue   []pending // client messages awaiting the server's answer, in order
+}
+
+type portal struct {
+	query  string
+	params []Param
+}
+
+// pending is a client message the server answers.
+type pending struct {
+	kind  byte       // its type
+	st    *Statement // Query, Execute: the statement to complete
+	query string     // Parse, Bind: the statement's text
+	t     time.Time  // Parse, Bind: its time
+}
+
+// NewSQL returns an SQL decoder calling emit for each statement; an error
+// from emit ends the decoding and is returned by Block or End.
+func NewSQL(emit func(Statement) error) *SQL {
+	return &SQL{
+		emit:    emit,
+		client:  msgStream{untyped: true},
+		stmts:   map[string]string{},
+		portals: map[string]portal{},
+	}
+}
+
+// Block decodes the next block of the recording. A block without a stamp
+// cannot be told client from server; it is an error.
+func (d *SQL) Block(b Block) error {
+	if d.err != nil {
+		return d.err
+	}
+	if !b.Stamped && len(b.Data) > 0 {
+		d.err = errors.New("a block without stamp line: --sql needs a recording made with -M")
+		return d.err
+	}
+	if b.Dir == recorder.In {
+		if len(d.head) < maxStartup {
+			d.head = append(d.head, b.Data[:min(len(b.Data), maxStartup-len(d.head))]...)
+		}
+		d.err = d.client.feed(b.Data, b.Time, b.Offset, d.clientMessage)
+		if errors.Is(d.err, ErrNotPostgres) && !d.started && printableOnly(d.head) {
+			d.err = ErrPrintable
+		}
+	} else {
+		d.err = d.server.feed(b.Data, b.Time, b.Offset, d.serverMessage)
+	}
+	return d.err
+}
+
+// End emits the statements still waiting for an answer and reports a
+// message cut off by the end of the recording.
+func (d *SQL) End() error {
+	if d.err != nil {
+		return d.err
+	}
+	for _, p := range d.queue {
+		if p.st != nil {
+			if err := d.emit(*p.st); err != nil {
+				return err
+			}
+		}
+	}
+	d.queue = nil
+	if !d.started && len(d.head) > 0 {
+		if printableOnly(d.head) {
+			return ErrPrintable
+		}
+		return fmt.Errorf("the recording ends before the client's startup message: %w", ErrNotPostgres)
+	}
+	if d.client.partial() {
+		return fmt.Errorf("the client's last message is cut off by the end of the recording")
+	}
+	return nil
+}
+
+// msgStream cuts one direction's bytes into messages: a type byte (none
+// for the client's first messages), a 32-bit length that counts itself,
+// the body.
+type msgStream struct {
+	untyped bool
+	raw     int // single bytes to pass as they are (server: answers to SSLRequest)
+
+	hdr  [5]byte
+	nhdr int
+	need int  // body bytes still to come
+	keep bool // the body is gathered; else skipped
+	body []byte
+	typ  byte
+	t    time.Time
+	off  int64 // content offset of the message's first byte
+}
+
+// maxKept is the largest message body SQL gathers (a Query's text), and
+// maxStartup the largest untyped message (PostgreSQL's own limit): a length
+// beyond them means the stream is not what SQL thinks.
+const (
+	maxKept    = 1 << 30
+	maxStartup = 10000
+)
+
+func (m *msgStream) partial() bool { return m.nhdr > 0 || m.need > 0 }
+
+// feed cuts p into messages and calls fn for each complete one. t and off
+// are the time and offset of p's block.
+func (m *msgStream) feed(p []byte, t time.Time, off int64, fn func(typ byte, body []byte, t time.Time, off int64) error) error {
+	for len(p) > 0 {
+		if m.raw > 0 {
+			m.raw--
+			if err := fn(0, p[:1], t, off); err != nil {
+				return err
+			}
+			p, off = p[1:], off+1
+			continue
+		}
+		if m.need == 0 && m.nhdr == 0 {
+			m.t, m.off = t, off
+		}
+		hl := 5
+		if m.untyped {
+			hl = 4
+		}
+		if m.nhdr < hl {
+			n := copy(m.hdr[m.nhdr:hl], p)
+			m.nhdr += n
+			p, off = p[n:], off+int64(n)
+			if m.nhdr < hl {
+				return nil
+			}
+			if !m.untyped {
+				m.typ = m.hdr[0]
+			} else {
+				m.typ = 0
+			}
+			length := int64(binary.BigEndian.Uint32(m.hdr[hl-4 : hl]))
+			if length < 4 || length-4 > maxKept || (m.untyped && length > maxStartup) {
+				return fmt.Errorf("at byte %d: message %q with length %d: %w", m.off, m.typ, length, ErrNotPostgres)
+			}
+			m.need = int(length - 4)
+			m.keep = m.untyped || keptType(m.typ)
+			m.body = m.body[:0]
+			if m.need == 0 {
+				m.nhdr = 0
+				if err := fn(m.typ, nil, m.t, m.off); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		n := min(m.need, len(p))
+		if m.keep {
+			m.body = append(m.body, p[:n]...)
+		}
+		m.need -= n
+		p, off = p[n:], off+int64(n)
+		if m.need == 0 {
+			m.nhdr = 0
+			if err := fn(m.typ, m.body, m.t, m.off); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// keptType says whose bodies SQL reads; the others (rows, passwords) are
+// skipped unread.
+func keptType(typ byte) bool {
+	return strings.IndexByte("QPBECZ", typ) >= 0
+}
+
+// Protocol codes of the client's untyped messages.
+const (
+	protocol3     = 196608
+	sslRequest    = 80877103
+	gssRequest    = 80877104
+	cancelRequest = 80877102
+)
+
+func (d *SQL) clientMessage(typ byte, body []byte, t time.Time, off int64) error {
+	if d.client.untyped {
+		return d.startup(body, off)
+	}
+	switch typ {
+	case 'Q':
+		st := d.statement(t)
+		st.Text = cstring(body)
+		d.queue = append(d.queue, pending{kind: 'Q', st: st})
+	case 'P':
+		name, rest := cut(body)
+		query, _ := cut(rest)
+		d.stmts[name] = query
+		d.queue = append(d.queue, pending{kind: 'P', query: query, t: t})
+	case 'B':
+		name, rest := cut(body)
+		stmt, rest := cut(rest)
+		d.portals[name] = portal{query: d.stmts[stmt], params: bindParams(rest)}
+		d.queue = append(d.queue, pending{kind: 'B', query: d.stmts[stmt], t: t})
+	case 'E':
+		name, _ := cut(body)
+		pt := d.portals[name]
+		st := d.statement(t)
+		st.Text, st.Params, st.Extended = pt.query, pt.params, true
+		d.queue = append(d.queue, pending{kind: 'E', st: st})
+	case 'C':
+		if len(body) > 0 {
+			name, _ := cut(body[1:])
+			if body[0] == 'S' {
+				delete(d.stmts, name)
+			} else {
+				delete(d.portals, name)
+			}
+		}
+		d.queue = append(d.queue, pending{kind: 'C'})
+	case 'D', 'S', 'F':
+		d.queue = append(d.queue, pending{kind: typ})
+	case 'X', 'H', 'p', 'd', 'c', 'f':
+	default:
+		return fmt.Errorf("client byte %d: unknown message type %q: %w", off, typ, ErrNotPostgres)
+	}
+	return nil
+}
+
+// startup reads the client's untyped messages: SSLRequest, GSSENCRequest,
+// CancelRequest and the startup message.
+func (d *SQL) startup(body []byte, off int64) error {
+	if len(body) < 4 {
+		return d.notPostgres(off)
+	}
+	code := binary.BigEndian.Uint32(body)
+	switch {
+	case code == sslRequest || code == gssRequest:
+		d.server.raw++
+	case code == cancelRequest:
+		// A connection of its own that asks to cancel another's query.
+		d.client.untyped = false
+	case code>>16 == 3:
+		d.client.untyped = false
+		d.started = true
+		for rest := body[4:]; len(rest) > 1; {
+			var k, v string
+			k, rest = cut(rest)
+			v, rest = cut(rest)
+			switch k {
+			case "user":
+				d.user = v
+			case "database":
+				d.db = v
+			case "application_name":
+				d.app = v
+			}
+		}
+		if d.db == "" {
+			d.db = d.user
+		}
+	default:
+		return d.notPostgres(off)
+	}
+	return nil
+}
+
+// notPostgres is the error of a client stream that does not start like a
+// PostgreSQL client's (Block tells a recording made with -s apart).
+func (d *SQL) notPostgres(off int64) error {
+	return fmt.Errorf("client byte %d: no startup message: %w", off, ErrNotPostgres)
+}
+
+// printableOnly says whether b holds only bytes -s keeps. A real startup
+// message always holds zero bytes.
+func printableOnly(b []byte) bool {
+	for _, c := range b {
+		if !(c == '\t' || c == '\n' || c == '\r' || (c >= 0x20 && c <= 0x7e)) {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *SQL) statement(t time.Time) *Statement {
+	return &Statement{Time: t, User: d.user, Database: d.db, Application: d.app}
+}
+
+func (d *SQL) serverMessage(typ byte, body []byte, t time.Time, off int64) error {
+	if typ == 0 && len(body) == 1 { // the one-byte answer to SSLRequest/GSSENCRequest
+		if body[0] != 'N' {
+			return ErrEncrypted
+		}
+		return nil
+	}
+	head := func(kinds string) *pending {
+		if len(d.queue) > 0 && strings.IndexByte(kinds, d.queue[0].kind) >= 0 {
+			return &d.queue[0]
+		}
+		return nil
+	}
+	switch typ {
+	case '1':
+		d.pop(head("P"))
+	case '2':
+		d.pop(head("B"))
+	case '3':
+		d.pop(head("C"))
+	case 'n', 'T':
+		d.pop(head("D"))
+	case 'V':
+		d.pop(head("F"))
+	case 'D':
+		if h := head("QE"); h != nil {
+			h.st.Rows++
+		}
+	case 'C', 'I', 's':
+		h := head("QE")
+		if h == nil {
+			return nil
+		}
+		tag := "EMPTY"
+		switch typ {
+		case 'C':
+			tag = cstring(body)
+		case 's':
+			tag = "SUSPENDED"
+		}
+		h.st.Tags = append(h.st.Tags, tag)
+		h.st.Answered = true
+		if h.kind == 'E' {
+			return d.complete()
+		}
+	case 'E':
+		return d.failed(errorFields(body), t)
+	case 'Z':
+		for len(d.queue) > 0 {
+			k := d.queue[0].kind
+			if err := d.complete(); err != nil {
+				return err
+			}
+			if k == 'S' || k == 'Q' {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// pop removes p, the head of the queue, if it is not nil.
+func (d *SQL) pop(p *pending) {
+	if p != nil {
+		d.queue = d.queue[1:]
+	}
+}
+
+// complete removes the head of the queue and emits its statement.
+func (d *SQL) complete() error {
+	p := d.queue[0]
+	d.queue = d.queue[1:]
+	if p.st == nil {
+		return nil
+	}
+	if p.kind == 'Q' {
+		p.st.Answered = true
+	}
+	return d.emit(*p.st)
+}
+
+// failed handles an ErrorResponse at t. In a Query, it is the Query's
+// error (the server then ends the Query). Otherwise it fails the head
+// message of a batch, and the server skips the rest up to the Sync: the
+// error is reported with the batch's next Execute (or, for a Parse or Bind
+// without one, with its text), and the Executes after it as skipped. With
+// no message waiting, it is about the connection (a failed login).
+func (d *SQL) failed(e *PGError, t time.Time) error {
+	if len(d.queue) == 0 {
+		st := d.statement(t)
+		st.Error, st.Answered = e, true
+		return d.emit(*st)
+	}
+	if h := d.queue[0]; h.kind == 'Q' {
+		h.st.Error, h.st.Answered = e, true
+		return nil
+	}
+	reported := false
+	for len(d.queue) > 0 && d.queue[0].kind != 'S' {
+		p := d.queue[0]
+		d.queue = d.queue[1:]
+		st := p.st
+		switch {
+		case st != nil && !reported:
+			st.Error, st.Answered, reported = e, true, true
+		case st != nil:
+			st.Skipped, st.Answered = true, true
+		case (p.kind == 'P' || p.kind == 'B') && !reported && !d.executedLater():
+			st = d.statement(p.t)
+			st.Text, st.Extended, st.Error, st.Answered = p.query, true, e, true
+			reported = true
+		default:
+			continue
+		}
+		if err := d.emit(*st); err != nil {
+			return err
+		}
+	}
+	if !reported {
+		st := d.statement(t)
+		st.Extended, st.Error, st.Answered = true, e, true
+		return d.emit(*st)
+	}
+	return nil
+}
+
+// executedLater says whether an Execute waits in the queue before the next
+// Sync: it will carry the batch's error.
+func (d *SQL) executedLater() bool {
+	for _, p := range d.queue {
+		switch p.kind {
+		case 'S':
+			return false
+		case 'E':
+			return true
+		}
+	}
+	return false
+}
+
+// errorFields reads an ErrorResponse's fields.
+func errorFields(body []byte) *PGError {
+	e := &PGError{}
+	var sev string
+	for len(body) > 1 {
+		code := body[0]
+		var v string
+		v, body = cut(body[1:])
+		switch code {
+		case 'S':
+			sev = v
+		case 'V':
+			e.Severity = v
+		case 'C':
+			e.Code = v
+		case 'M':
+			e.Message = v
+		case 'D':
+			e.Detail = v
+		case 'H':
+			e.Hint = v
+		}
+	}
+	if e.Severity == "" {
+		e.Severity = sev
+	}
+	return e
+}
+
+// bindParams reads a Bind's parameters from what follows its names.
+func bindParams(b []byte) []Param {
+	u16 := func() int {
+		if len(b) < 2 {
+			b = nil
+			return 0
+		}
+		v := int(binary.BigEndian.Uint16(b))
+		b = b[2:]
+		return v
+	}
+	formats := make([]int, u16())
+	for i := range formats {
+		formats[i] = u16()
+	}
+	params := make([]Param, u16())
+	for i := range params {
+		if len(b) < 4 {
+			return params[:i]
+		}
+		n := int32(binary.BigEndian.Uint32(b))
+		b = b[4:]
+		switch {
+		case len(formats) == 1:
+			params[i].Binary = formats[0] == 1
+		case i < len(formats):
+			params[i].Binary = formats[i] == 1
+		}
+		if n < 0 {
+			params[i].Null = true
+			continue
+		}
+		n = min(n, int32(len(b)))
+		params[i].Value = string(b[:n])
+		b = b[n:]
+	}
+	return params
+}
+
+// cut returns the zero-terminated string at the start of b and what
+// follows it.
+func cut(b []byte) (string, []byte) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return string(b), nil
+	}
+	return string(b[:i]), b[i+1:]
+}
+
+func cstring(b []byte) string {
+	s, _ := cut(b)
+	return s
+}
