@@ -88,14 +88,14 @@ func TestMatch(t *testing.T) {
 	}{
 		{"#848367#1386170322361458\nGET", stampIn, 25, time.UnixMicro(1386170322361458)},
 		{"#948366#0\n", stampOut, 10, time.UnixMicro(0)},
-		{"#948366#00000000000000000001\n", stampOut, 29, time.UnixMicro(1)},  // 20 digits
-		{"#948366#000000000000000000001\n", notALine, 0, time.Time{}},        // 21 digits
-		{"#948366#99999999999999999999\n", notALine, 0, time.Time{}},         // beyond int64
-		{"#948366#\n", notALine, 0, time.Time{}},                             // no digits
-		{"#948366#12 \n", notALine, 0, time.Time{}},                          // not a newline
-		{"#948366#-12\n", notALine, 0, time.Time{}},                          // a sign
-		{"#948367#12\n", notALine, 0, time.Time{}},                           // not a marker
-		{"#748369#2013-12-04 16:18:42+01:00\n", isoLine, 34, iso},            //
+		{"#948366#00000000000000000001\n", stampOut, 29, time.UnixMicro(1)}, // 20 digits
+		{"#948366#000000000000000000001\n", notALine, 0, time.Time{}},       // 21 digits
+		{"#948366#99999999999999999999\n", notALine, 0, time.Time{}},        // beyond int64
+		{"#948366#\n", notALine, 0, time.Time{}},                            // no digits
+		{"#948366#12 \n", notALine, 0, time.Time{}},                         // not a newline
+		{"#948366#-12\n", notALine, 0, time.Time{}},                         // a sign
+		{"#948367#12\n", notALine, 0, time.Time{}},                          // not a marker
+		{"#748369#2013-12-04 16:18:42+01:00\n", isoLine, 34, iso},           //
 		{"#748369#2013-12-04 16:18:42-01:00\n", isoLine, 34, iso.Add(2 * time.Hour)},
 		{"#748369#2013-13-04 16:18:42+01:00\n", notALine, 0, time.Time{}}, // month 13
 		{"#748369#2013-12-04T16:18:42+01:00\n", notALine, 0, time.Time{}},
