@@ -41,6 +41,9 @@ type Statement struct {
 	Skipped bool
 	// Answered says that the server's answer is in the recording.
 	Answered bool
+	// Connection says that this is no statement but an error about the
+	// connection, such as a failed login: Text is empty.
+	Connection bool
 }
 
 // Param is one parameter of a Bind.
@@ -83,9 +86,12 @@ func (s *Statement) AppendText(b []byte) []byte {
 	b = append(b, '@')
 	b = append(b, s.Database...)
 	b = append(b, ' ')
-	if s.Text == "" && !s.Extended {
+	switch {
+	case s.Connection:
 		b = append(b, "(connection)"...)
-	} else {
+	case s.Text == "":
+		b = append(b, "(empty)"...)
+	default:
 		b = appendOneLine(b, s.Text)
 	}
 	if len(s.Params) > 0 {
@@ -156,16 +162,20 @@ type statementJSON struct {
 }
 
 // AppendJSON appends s as one JSON object and a newline; file, if not
-// empty, is added as "file". Parameters are strings, null, or for binary
-// ones {"binary": "<hex>"}.
+// empty, is added as "file". "protocol" is "simple", "extended" or
+// "connection" (an error about the connection). Parameters are strings,
+// null, or for binary ones {"binary": "<hex>"}.
 func (s *Statement) AppendJSON(b []byte, file string) []byte {
 	j := statementJSON{
-		Time: s.Time.Local().Format(time.RFC3339Nano), File: file,
+		Time: s.Time.Local().Format("2006-01-02T15:04:05.000000Z07:00"), File: file,
 		User: s.User, Database: s.Database, Application: s.Application,
 		Protocol: "simple", Statement: s.Text, Result: s.Result(), Tags: s.Tags,
 		Rows: s.Rows, Error: s.Error, Skipped: s.Skipped, Answered: s.Answered,
 	}
-	if s.Extended {
+	switch {
+	case s.Connection:
+		j.Protocol = "connection"
+	case s.Extended:
 		j.Protocol = "extended"
 	}
 	for _, p := range s.Params {
@@ -265,7 +275,7 @@ func (d *SQL) Block(b Block) error {
 			d.head = append(d.head, b.Data[:min(len(b.Data), maxStartup-len(d.head))]...)
 		}
 		d.err = d.client.feed(b.Data, b.Time, b.Offset, d.clientMessage)
-		if errors.Is(d.err, ErrNotPostgres) && !d.started && printableOnly(d.head) {
+		if errors.Is(d.err, ErrNotPostgres) && !d.started && printableStartup(d.head) {
 			d.err = ErrPrintable
 		}
 	} else {
@@ -289,7 +299,7 @@ func (d *SQL) End() error {
 	}
 	d.queue = nil
 	if !d.started && len(d.head) > 0 {
-		if printableOnly(d.head) {
+		if printableStartup(d.head) {
 			return ErrPrintable
 		}
 		return fmt.Errorf("the recording ends before the client's startup message: %w", ErrNotPostgres)
@@ -491,9 +501,13 @@ func (d *SQL) notPostgres(off int64) error {
 	return fmt.Errorf("client byte %d: no startup message: %w", off, ErrNotPostgres)
 }
 
-// printableOnly says whether b holds only bytes -s keeps. A real startup
-// message always holds zero bytes.
-func printableOnly(b []byte) bool {
+// printableStartup says whether b looks like a startup message that went
+// through -s: only bytes -s keeps (a real one always holds zero bytes),
+// starting with the blank that replaced its length's high bytes.
+func printableStartup(b []byte) bool {
+	if len(b) == 0 || b[0] != ' ' {
+		return false
+	}
 	for _, c := range b {
 		if !(c == '\t' || c == '\n' || c == '\r' || (c >= 0x20 && c <= 0x7e)) {
 			return false
@@ -596,7 +610,7 @@ func (d *SQL) complete() error {
 func (d *SQL) failed(e *PGError, t time.Time) error {
 	if len(d.queue) == 0 {
 		st := d.statement(t)
-		st.Error, st.Answered = e, true
+		st.Error, st.Answered, st.Connection = e, true, true
 		return d.emit(*st)
 	}
 	if h := d.queue[0]; h.kind == 'Q' {

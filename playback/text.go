@@ -18,9 +18,11 @@ type PrintOptions struct {
 }
 
 // Printer writes blocks for people: a header line per block with its time
-// (local, µs), its direction (">" client to server, "<" server to client)
-// and its byte count, an ISO line as a separator before the block it
-// belongs to, then the data, each line indented by two blanks.
+// (local, µs; none for data without a block stamp), its direction (">"
+// client to server, "<" server to client) and its byte count ("N more
+// bytes" for a piece that continues a block), an ISO line as a separator
+// before the block it belongs to, then the data, each line indented by two
+// blanks.
 //
 // As text, printable characters (UTF-8) are shown as they are, a backslash
 // as \\, tab, CR and LF as \t, \r and \n, every other byte as \xNN; a line
@@ -99,18 +101,16 @@ func (p *Printer) header(buf []byte, b Block) []byte {
 	buf = append(buf, arrow...)
 	buf = p.color(buf, ansiReset)
 	buf = append(buf, ' ')
-	if b.Part > 0 {
-		buf = append(buf, '+')
-	}
 	buf = strconv.AppendInt(buf, int64(len(b.Data)), 10)
+	if b.Part > 0 {
+		buf = append(buf, " more"...)
+	}
 	if len(b.Data) == 1 {
 		buf = append(buf, " byte"...)
 	} else {
 		buf = append(buf, " bytes"...)
 	}
-	if b.Part > 0 {
-		buf = append(buf, " more"...)
-	} else if !b.Stamped {
+	if b.Part == 0 && !b.Stamped {
 		buf = append(buf, " (no block stamp)"...)
 	}
 	return append(buf, '\n')

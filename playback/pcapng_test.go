@@ -1,0 +1,186 @@
+package playback
+
+import (
+	"bytes"
+	"encoding/hex"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ipprot/ipprot/recorder"
+)
+
+// tshark runs tshark with args and returns its output. Anything it says
+// on stderr fails the test, except its warning about running as root.
+func tshark(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("tshark", args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("tshark %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		if line != "" && !strings.HasPrefix(line, `Running as user "root"`) {
+			t.Errorf("tshark %s says on stderr: %s", strings.Join(args, " "), line)
+		}
+	}
+	return stdout.String()
+}
+
+// followStreams returns the two directions' bytes as tshark's "Follow TCP
+// stream" reassembles them: node 0 sent the lines without a tab.
+func followStreams(t *testing.T, path string) (client, server []byte) {
+	t.Helper()
+	out := tshark(t, "-r", path, "-q", "-z", "follow,tcp,raw,0")
+	body := false
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(line, "Node 1:"):
+			body = true
+			continue
+		case strings.HasPrefix(line, "====="):
+			body = false
+		}
+		if !body || line == "" {
+			continue
+		}
+		p, err := hex.DecodeString(strings.TrimPrefix(line, "\t"))
+		if err != nil {
+			t.Fatalf("follow output %q: %v", line, err)
+		}
+		if strings.HasPrefix(line, "\t") {
+			server = append(server, p...)
+		} else {
+			client = append(client, p...)
+		}
+	}
+	return client, server
+}
+
+// writePcapng writes blocks as a capture of conn into a file.
+func writePcapng(t *testing.T, conn PcapngConfig, blocks []tblock, end time.Time) string {
+	t.Helper()
+	var out bytes.Buffer
+	w, err := NewPcapng(&out, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range blocks {
+		if err := w.Block(Block{Dir: b.dir, Stamped: true, Time: b.at, Data: b.data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(end); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "s.pcapng")
+	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestPcapngGolden: the capture of a small session, byte for byte.
+func TestPcapngGolden(t *testing.T) {
+	at := time.UnixMicro(1386170322361458)
+	blocks := []tblock{
+		{recorder.In, at, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")},
+		{recorder.Out, at.Add(42728 * time.Microsecond), []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")},
+	}
+	conn := PcapngConfig{
+		Client:  netip.MustParseAddrPort("10.1.2.33:49169"),
+		Server:  netip.MustParseAddrPort("10.1.2.34:80"),
+		Comment: "ipprotd recording prot_2013-12-04_161842_17_10.1.2.33",
+	}
+	path := writePcapng(t, conn, blocks, time.Time{})
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "session.pcapng", got)
+}
+
+// TestPcapngTshark: tshark reads captures of IPv4 and IPv6 sessions, with
+// a block too big for one segment, without a warning; its checksum checks
+// and expert analysis find nothing; Follow TCP stream gives each
+// direction's bytes exactly; the comment and packet times are there.
+func TestPcapngTshark(t *testing.T) {
+	need(t, "tshark", "capinfos")
+	big := bytes.Repeat([]byte("0123456789"), 20000) // 200000 bytes: 4 segments
+	at := time.UnixMicro(1386170322361458)
+	blocks := []tblock{
+		{recorder.In, at, []byte("GET /big HTTP/1.1\r\n\r\n")},
+		{recorder.Out, at.Add(time.Millisecond), []byte("HTTP/1.1 200 OK\r\n\r\n")},
+		{recorder.Out, at.Add(2 * time.Millisecond), big},
+		{recorder.In, at.Add(3 * time.Millisecond), []byte{0, 1, 2, 255}},
+	}
+	var wantClient, wantServer []byte
+	for _, b := range blocks {
+		if b.dir == recorder.In {
+			wantClient = append(wantClient, b.data...)
+		} else {
+			wantServer = append(wantServer, b.data...)
+		}
+	}
+	for _, tt := range []struct{ name, client, server string }{
+		{"IPv4", "10.1.2.33:49169", "10.1.2.34:80"},
+		{"IPv6", "[2001:db8::33]:49169", "[2001:db8::34]:80"},
+		{"IPv4 client, IPv6 server", "10.1.2.33:49169", "[2001:db8::34]:80"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := PcapngConfig{
+				Client:  netip.MustParseAddrPort(tt.client),
+				Server:  netip.MustParseAddrPort(tt.server),
+				Comment: "ipprotd test\nsecond line",
+				Start:   at.Add(-time.Second),
+			}
+			path := writePcapng(t, conn, blocks, at.Add(time.Second))
+			list := tshark(t, "-r", path)
+			if n := strings.Count(list, "\n"); n != 3+1+1+1+1+4+1+1+1+3 {
+				t.Errorf("tshark lists %d packets; want 17:\n%s", n, list)
+			}
+			bad := tshark(t, "-r", path, "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
+				"-Y", "tcp.checksum.status != 1 || ip.checksum.status == 0 || tcp.analysis.flags || _ws.expert.severity >= warning")
+			if bad != "" {
+				t.Errorf("tshark flags packets:\n%s", bad)
+			}
+			client, server := followStreams(t, path)
+			if !bytes.Equal(client, wantClient) || !bytes.Equal(server, wantServer) {
+				t.Errorf("Follow TCP stream: client %d bytes, server %d; want %d and %d, equal", len(client), len(server), len(wantClient), len(wantServer))
+			}
+			fields := tshark(t, "-r", path, "-T", "fields", "-e", "frame.time_epoch", "-Y", "tcp.len > 0")
+			wantTimes := "1386170322.361458000\n1386170322.362458000\n1386170322.363458000\n1386170322.363458000\n1386170322.363458000\n1386170322.363458000\n1386170322.364458000\n"
+			if fields != wantTimes {
+				t.Errorf("packet times:\n%s\nwant:\n%s", fields, wantTimes)
+			}
+			capinfo, err := exec.Command("capinfos", "-k", path).CombinedOutput()
+			if err != nil || !bytes.Contains(capinfo, []byte("ipprotd test")) {
+				t.Errorf("capinfos -k shows no section comment:\n%s", capinfo)
+			}
+		})
+	}
+}
+
+// TestPcapngConfig: what NewPcapng refuses.
+func TestPcapngConfig(t *testing.T) {
+	for _, tt := range []struct{ name, client, server string }{
+		{"no client", "", "10.0.0.1:80"},
+		{"port 0", "10.0.0.2:0", "10.0.0.1:80"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var conn PcapngConfig
+			if tt.client != "" {
+				conn.Client = netip.MustParseAddrPort(tt.client)
+			}
+			conn.Server = netip.MustParseAddrPort(tt.server)
+			if _, err := NewPcapng(&bytes.Buffer{}, conn); err == nil {
+				t.Error("got nil error; want one")
+			}
+		})
+	}
+}
