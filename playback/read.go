@@ -153,7 +153,7 @@ func (g *gzipSource) Read(p []byte) (int, error) {
 			g.err = &cutShort{"the gzip header is cut short"}
 			return 0, g.err
 		case err != nil:
-			g.err = fmt.Errorf("gzip: %w", err)
+			g.err = fmt.Errorf("the gzip data is damaged: %w", err)
 			return 0, g.err
 		}
 		z.Multistream(g.multi)
@@ -165,7 +165,7 @@ func (g *gzipSource) Read(p []byte) (int, error) {
 	case err == io.ErrUnexpectedEOF:
 		err = &cutShort{"the gzip stream has no end (no trailer): the connection is still running, or ipprotd was killed"}
 	default:
-		err = fmt.Errorf("gzip: %w", err)
+		err = fmt.Errorf("the gzip data is damaged: %w", err)
 	}
 	g.err = err
 	return n, err
@@ -187,7 +187,7 @@ func (b *bzip2Source) Read(p []byte) (int, error) {
 	case err == io.ErrUnexpectedEOF:
 		err = &cutShort{"the last bzip2 stream is cut short: the connection is still running, or ipprotd was killed"}
 	default:
-		err = fmt.Errorf("bzip2: %w", err)
+		err = fmt.Errorf("the bzip2 data is damaged: %w", err)
 	}
 	b.err = err
 	return n, err

@@ -1,0 +1,728 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipprot/ipprot/playback"
+	"github.com/ipprot/ipprot/recorder"
+)
+
+// catRun runs `ipprotd cat args…` as main does.
+func catRun(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = realMain(append([]string{"cat"}, args...), &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+// recBlock is a block a test records.
+type recBlock struct {
+	dir  recorder.Direction
+	us   int64 // its time in µs since the epoch
+	data string
+}
+
+// recordFile records blocks with cfg and a clock of the test's and
+// returns the data file's path. The file's name holds client 10.1.2.33 and
+// connection 17.
+func recordFile(t *testing.T, cfg recorder.Config, blocks []recBlock) string {
+	t.Helper()
+	var now time.Time
+	cfg.Now = func() time.Time { return now }
+	cfg.Prefix = filepath.Join(t.TempDir(), "prot")
+	cfg.FlushInterval = time.Hour
+	o, err := recorder.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := o.Open(recorder.Session{N: 17, Start: time.UnixMicro(blocks[0].us), Client: netip.MustParseAddr("10.1.2.33")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range blocks {
+		now = time.UnixMicro(b.us)
+		if err := r.Record(b.dir, []byte(b.data)); err != nil {
+			r.Close()
+			t.Fatal(err)
+		}
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return r.Path()
+}
+
+// httpSession is the manual's kind of session, both directions recorded.
+var httpSession = []recBlock{
+	{recorder.In, 1386170322361458, "GET / HTTP/1.1\r\nHost: lulsed001\r\n\r\n"},
+	{recorder.Out, 1386170322404186, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"},
+	{recorder.Out, 1386170322406047, "hello"},
+	{recorder.In, 1386170322763181, "GET /x HTTP/1.1\r\n\r\n\x00\xff"},
+}
+
+func local(us int64) string { return time.UnixMicro(us).Local().Format(playback.TimeLayout) }
+
+// TestCat: each text mode of a -M -L -t recording, byte for byte.
+func TestCat(t *testing.T) {
+	both := recorder.Config{Record: [2]bool{true, true}, BlockStamps: true, StampInterval: time.Minute}
+	plain := recordFile(t, both, httpSession)
+	gz := recordFile(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true, StampInterval: time.Minute, Compression: recorder.Gzip}, httpSession)
+	iso := time.UnixMicro(httpSession[0].us).Format(recorder.ISOLayout)
+	text := "---- " + iso + " ----\n" +
+		local(1386170322361458) + " > 35 bytes\n  GET / HTTP/1.1\\r\\n\n  Host: lulsed001\\r\\n\n  \\r\\n\n" +
+		local(1386170322404186) + " < 38 bytes\n  HTTP/1.1 200 OK\\r\\n\n  Content-Length: 5\\r\\n\n  \\r\\n\n" +
+		local(1386170322406047) + " < 5 bytes\n  hello\n" +
+		local(1386170322763181) + " > 21 bytes\n  GET /x HTTP/1.1\\r\\n\n  \\r\\n\n  \\x00\\xff\n"
+	since := time.UnixMicro(1386170322404186).Local().Format("2006-01-02 15:04:05.000000")
+	until := time.UnixMicro(1386170322406047).Local().Format(time.RFC3339Nano)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"text", []string{plain}, text},
+		{"gzip", []string{gz}, text},
+		{"dir in", []string{"--dir", "in", plain}, "---- " + iso + " ----\n" +
+			local(1386170322361458) + " > 35 bytes\n  GET / HTTP/1.1\\r\\n\n  Host: lulsed001\\r\\n\n  \\r\\n\n" +
+			local(1386170322763181) + " > 21 bytes\n  GET /x HTTP/1.1\\r\\n\n  \\r\\n\n  \\x00\\xff\n"},
+		{"since until", []string{"--since", since, "--until", until, plain},
+			local(1386170322404186) + " < 38 bytes\n  HTTP/1.1 200 OK\\r\\n\n  Content-Length: 5\\r\\n\n  \\r\\n\n"},
+		{"raw out", []string{"--raw", gz}, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"},
+		{"raw in", []string{"--raw", "--dir", "in", plain}, "GET / HTTP/1.1\r\nHost: lulsed001\r\n\r\nGET /x HTTP/1.1\r\n\r\n\x00\xff"},
+		{"hex", []string{"--hex", "--dir", "out", "--since", since, plain}, local(1386170322404186) + " < 38 bytes\n" +
+			"  00000000  48 54 54 50 2f 31 2e 31  20 32 30 30 20 4f 4b 0d  |HTTP/1.1 200 OK.|\n" +
+			"  00000010  0a 43 6f 6e 74 65 6e 74  2d 4c 65 6e 67 74 68 3a  |.Content-Length:|\n" +
+			"  00000020  20 35 0d 0a 0d 0a                                 | 5....|\n" +
+			local(1386170322406047) + " < 5 bytes\n" +
+			"  00000000  68 65 6c 6c 6f                                    |hello|\n"},
+		{"two files", []string{"--raw", plain, gz}, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := catRun(t, tt.args...)
+			if code != 0 || errOut != "" {
+				t.Fatalf("exit status %d, stderr %q; want 0 and nothing", code, errOut)
+			}
+			if out != tt.want {
+				t.Errorf("got:\n%s\nwant:\n%s", out, tt.want)
+			}
+		})
+	}
+	t.Run("headers of two files", func(t *testing.T) {
+		out, _, _ := catRun(t, plain, gz)
+		if want := "==> " + plain + " <==\n" + text + "==> " + gz + " <==\n" + text; out != want {
+			t.Errorf("got:\n%s\nwant:\n%s", out, want)
+		}
+	})
+	t.Run("colour", func(t *testing.T) {
+		out, _, _ := catRun(t, "--color", "always", plain)
+		if !strings.Contains(out, "\x1b[36m>\x1b[0m") || !strings.Contains(out, "\x1b[33m<\x1b[0m") {
+			t.Errorf("no coloured arrows in %q", out)
+		}
+		if out, _, _ := catRun(t, plain); strings.Contains(out, "\x1b") {
+			t.Errorf("colour in a pipe: %q", out)
+		}
+	})
+}
+
+// TestCatNoStamps: a recording without -M is one stream of the direction
+// --dir names (out by default); --since finds no time in it.
+func TestCatNoStamps(t *testing.T) {
+	path := recordFile(t, recorder.Config{Record: [2]bool{recorder.Out: true}}, httpSession)
+	out, errOut, code := catRun(t, path)
+	want := "< 43 bytes (no block stamp)\n  HTTP/1.1 200 OK\\r\\n\n  Content-Length: 5\\r\\n\n  \\r\\n\n  hello\n"
+	if code != 0 || errOut != "" || out != want {
+		t.Errorf("got %d, %q, %q; want 0, nothing, %q", code, errOut, out, want)
+	}
+	out, _, _ = catRun(t, "--dir", "in", path)
+	if !strings.HasPrefix(out, "> 43 bytes (no block stamp)\n") {
+		t.Errorf("--dir in: got %q; want the data as client to server", out)
+	}
+	out, errOut, code = catRun(t, "--since", "2013-12-04 00:00:00", path)
+	if code != 0 || out != "" || !strings.Contains(errOut, "no block has a time (recorded without -M and -t)") {
+		t.Errorf("--since: got %d, %q, %q; want 0, nothing and a note", code, out, errOut)
+	}
+}
+
+// TestCatTruncated: a .gz recording cut as kill -9 leaves it is shown to
+// its end, with a note saying where it ends, and exit status 0; a damaged
+// one exits 1 after what could be read.
+func TestCatTruncated(t *testing.T) {
+	gz := recordFile(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true, Compression: recorder.Gzip}, httpSession)
+	whole, err := os.ReadFile(gz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(gz, whole[:len(whole)-8], 0o644); err != nil { // no trailer
+		t.Fatal(err)
+	}
+	out, errOut, code := catRun(t, "--raw", gz)
+	wantNote := "ipprotd: " + gz + ": recording ends here: after 199 bytes, the gzip stream has no end (no trailer): the connection is still running, or ipprotd was killed\n"
+	if code != 0 || out != "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" || errOut != wantNote {
+		t.Errorf("got %d, %q, %q; want 0, the data, %q", code, out, errOut, wantNote)
+	}
+
+	damaged := append([]byte(nil), whole...)
+	damaged[len(damaged)-5] ^= 0xff // the CRC
+	if err := os.WriteFile(gz, damaged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = catRun(t, "--raw", gz)
+	wantErr := "ipprotd: " + gz + ": after 199 bytes: the gzip data is damaged: gzip: invalid checksum\n"
+	if code != 1 || out != "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" || errOut != wantErr {
+		t.Errorf("got %d, %q, %q; want 1, the data, %q", code, out, errOut, wantErr)
+	}
+}
+
+// TestCatUsage: bad combinations are usage errors: one line, exit 2.
+func TestCatUsage(t *testing.T) {
+	file := recordFile(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true}, httpSession)
+	tests := []struct {
+		args string
+		want string
+	}{
+		{"", `ipprotd: expected "<FILE> ..."`},
+		{"--raw --sql F", "ipprotd: cat: --raw, --pcapng and --sql cannot be used together"},
+		{"--hex --raw F", "ipprotd: cat: --hex shows text output; it cannot be used with --raw, --pcapng or --sql"},
+		{"--pcapng F F", "ipprotd: cat: --pcapng and --follow read exactly one FILE"},
+		{"--follow F F", "ipprotd: cat: --pcapng and --follow read exactly one FILE"},
+		{"--dir sideways F", `ipprotd: cat: --dir: "sideways" is neither in nor out`},
+		{"--format json F", "ipprotd: cat: --format goes with --sql"},
+		{"--client 10.0.0.1 F", "ipprotd: cat: --force, --client and --server go with --pcapng"},
+		{"--pcapng --client 10.0.0.1 F", `ipprotd: cat: --client: "10.0.0.1" is not IP:PORT (an IPv6 address in brackets: [::1]:5432)`},
+		{"--since yesterday F", `ipprotd: --since: "yesterday" is not a time: use RFC 3339 (2006-01-02T15:04:05+01:00) or yyyy-mm-dd HH:MM:SS`},
+		{"--since 2013-12-05 --until 2013-12-04 F", "ipprotd: cat: --until 2013-12-04T00:00:00" + zoneOf("2013-12-04") + " is not after --since 2013-12-05T00:00:00" + zoneOf("2013-12-05")},
+		{"--color sometimes F", `ipprotd: --color must be one of "auto","always","never" but got "sometimes"`},
+		{"-p 80 F", "ipprotd: cat: -p/--listen is an option of the proxy, not of cat (see ipprotd cat --help)"},
+		{"F -L", "ipprotd: cat: -L/--log-both is an option of the proxy, not of cat (see ipprotd cat --help)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.args, func(t *testing.T) {
+			args := strings.Fields(strings.ReplaceAll(tt.args, "F", file))
+			out, errOut, code := catRun(t, args...)
+			if code != 2 || out != "" || errOut != tt.want+"\n" {
+				t.Errorf("got %d, %q, %q; want 2, nothing, %q", code, out, errOut, tt.want+"\n")
+			}
+		})
+	}
+}
+
+func zoneOf(date string) string {
+	d, _ := time.ParseInLocation("2006-01-02", date, time.Local)
+	return d.Format("Z07:00")
+}
+
+// TestCatHelp: cat --help lists cat's options and the connection log, not
+// the proxy's; ipprotd --help still lists the proxy's and names cat.
+func TestCatHelp(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := realMain([]string{"cat", "--help"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit status %d; want 0", code)
+	}
+	help := strings.Join(strings.Fields(out.String()), " ")
+	for _, want := range []string{"Usage: ipprotd cat <FILE> ...", "--hex", "--raw", "--dir=in|out", "--follow", "--since=TIME", "--until=TIME",
+		"--pcapng", "--force", "--client=IP:PORT", "--server=IP:PORT", "--sql", "--format=text|json", "--color=auto|always|never",
+		"-c, --conn-log=FILE With --pcapng", "-C, --conn-log-format=FORMAT"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("cat --help lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, unwanted := range []string{"--listen", "--gzip", "--daemon", "Append one line per connection"} {
+		if strings.Contains(help, unwanted) {
+			t.Errorf("cat --help shows the proxy's %q", unwanted)
+		}
+	}
+	out.Reset()
+	realMain([]string{"--help"}, &out, &errOut)
+	if !strings.Contains(out.String(), "cat <FILE> ...") || !strings.Contains(out.String(), "--listen") {
+		t.Errorf("ipprotd --help lacks cat or the proxy's options:\n%s", out.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and readers at once.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitOutput waits until buf holds want, or fails after a generous
+// deadline; nothing is timed.
+func waitOutput(t *testing.T, buf *lockedBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(buf.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20 s, the output is %q; want it to hold %q", buf.String(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestCatFollow: cat --follow shows blocks a recorder writes after it
+// started, for a plain file (until stopped) and a .gz file (until its
+// trailer: cat then exits 0 by itself).
+func TestCatFollow(t *testing.T) {
+	for _, c := range []recorder.Compression{recorder.None, recorder.Gzip} {
+		t.Run(map[recorder.Compression]string{recorder.None: "plain", recorder.Gzip: "gzip"}[c], func(t *testing.T) {
+			var mu sync.Mutex
+			var now time.Time
+			o, err := recorder.New(recorder.Config{
+				Prefix: filepath.Join(t.TempDir(), "prot"), Record: [2]bool{true, true}, BlockStamps: true,
+				Compression: c, FlushInterval: 5 * time.Millisecond,
+				Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := o.Open(recorder.Session{N: 1, Start: time.Now(), Client: netip.MustParseAddr("10.1.2.33")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			record := func(b recBlock) {
+				mu.Lock()
+				now = time.UnixMicro(b.us)
+				mu.Unlock()
+				if err := r.Record(b.dir, []byte(b.data)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			record(httpSession[0])
+
+			var out, errOut lockedBuffer
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan int, 1)
+			if c == recorder.Gzip {
+				go func() { done <- realMain([]string{"cat", "--raw", "--follow", r.Path()}, &out, &errOut) }()
+			} else {
+				cmd := &catCmd{Files: []string{r.Path()}, Raw: true, Follow: true, Color: "auto", Format: "text"}
+				go func() { done <- cmd.runContext(ctx, &out, &errOut) }()
+			}
+			want := ""
+			for _, b := range httpSession[1:] {
+				record(b)
+				if b.dir == recorder.Out {
+					want += b.data
+					waitOutput(t, &out, want)
+				}
+			}
+			if err := r.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if c != recorder.Gzip {
+				cancel()
+			}
+			select {
+			case code := <-done:
+				if code != 0 || out.String() != want || errOut.String() != "" {
+					t.Errorf("got %d, %q, %q; want 0, %q, nothing", code, out.String(), errOut.String(), want)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("cat --follow did not end within 20 s")
+			}
+		})
+	}
+}
+
+// TestCatPcapng: a -M -L recording becomes a capture tshark reads; one
+// without both directions, or without stamps, is refused (exit 2) unless
+// --force.
+func TestCatPcapng(t *testing.T) {
+	need(t, "tshark")
+	both := recordFile(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true}, httpSession)
+	out, errOut, code := catRun(t, "--pcapng", "--server", "10.1.2.34:80", both)
+	if code != 0 {
+		t.Fatalf("exit status %d: %s", code, errOut)
+	}
+	if want := "ipprotd: " + both + ": the client's port 49169 is made up: give --client or -c\n"; errOut != want {
+		t.Errorf("stderr %q; want %q", errOut, want)
+	}
+	path := filepath.Join(t.TempDir(), "s.pcapng")
+	os.WriteFile(path, []byte(out), 0o644)
+	list := tshark(t, "-r", path)
+	for _, want := range []string{"10.1.2.33 → 10.1.2.34    HTTP", "GET / HTTP/1.1", "HTTP/1.1 200 OK", "49169 → 80 [FIN, ACK]"} {
+		if !strings.Contains(list, want) {
+			t.Errorf("tshark lacks %q:\n%s", want, list)
+		}
+	}
+
+	outOnly := recordFile(t, recorder.Config{Record: [2]bool{recorder.Out: true}, BlockStamps: true}, httpSession)
+	noStamps := recordFile(t, recorder.Config{Record: [2]bool{true, true}}, httpSession)
+	for _, tt := range []struct{ file, want string }{
+		{outOnly, "--pcapng: the recording has no client-to-server data (made without -L): it needs -M -L; use --force to write a capture anyway"},
+		{noStamps, "--pcapng: the recording has no block stamps (made without -M): the boundaries, times and directions of its data are unknown; it needs -M -L; use --force to write a capture anyway"},
+	} {
+		out, errOut, code := catRun(t, "--pcapng", tt.file)
+		if code != 2 || out != "" || errOut != "ipprotd: "+tt.file+": "+tt.want+"\n" {
+			t.Errorf("got %d, %d bytes, %q; want 2, nothing, %q", code, len(out), errOut, tt.want)
+		}
+		out, _, code = catRun(t, "--pcapng", "--force", tt.file)
+		os.WriteFile(path, []byte(out), 0o644)
+		if code != 0 || !strings.Contains(tshark(t, "-r", path), "HTTP/1.1 200 OK") {
+			t.Errorf("--force: exit status %d, or tshark sees no reply", code)
+		}
+	}
+}
+
+// tshark runs tshark with args and returns its output. Anything it says
+// on stderr fails the test, except its warning about running as root.
+func tshark(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("tshark", args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("tshark %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		if line != "" && !strings.HasPrefix(line, `Running as user "root"`) {
+			t.Errorf("tshark %s says on stderr: %s", strings.Join(args, " "), line)
+		}
+	}
+	return stdout.String()
+}
+
+// need skips the test when a tool is missing, except in CI (CI set),
+// where it fails: CI must install it.
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is not installed; CI must install it", tool)
+			}
+			t.Skipf("%s is not installed (CI installs it)", tool)
+		}
+	}
+}
+
+// pgBin is where Debian installs PostgreSQL 15's server programs.
+const pgBin = "/usr/lib/postgresql/15/bin/"
+
+// startPostgres runs a PostgreSQL 15 server of its own, as the postgres
+// user, on a free loopback port (trust authentication), until the test
+// ends; it returns the port.
+func startPostgres(t *testing.T) int {
+	t.Helper()
+	need(t, "runuser", "psql", pgBin+"initdb", pgBin+"pg_ctl", pgBin+"pgbench")
+	pg, err := user.Lookup("postgres")
+	if err != nil {
+		t.Skipf("no postgres user: %v", err)
+	}
+	uid, _ := strconv.Atoi(pg.Uid)
+	gid, _ := strconv.Atoi(pg.Gid)
+	// t.TempDir's folders are root's alone; the server needs its own.
+	dir, err := os.MkdirTemp("", "ipprot-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Skipf("cannot give the server a folder (not root?): %v", err)
+	}
+	asPostgres := func(args ...string) {
+		t.Helper()
+		out, err := exec.Command("runuser", append([]string{"-u", "postgres", "--"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	data := filepath.Join(dir, "data")
+	asPostgres(pgBin+"initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+	port := freePort(t)
+	asPostgres(pgBin+"pg_ctl", "-D", data, "-l", filepath.Join(dir, "log"), "-w", "start",
+		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, dir))
+	t.Cleanup(func() {
+		exec.Command("runuser", "-u", "postgres", "--", pgBin+"pg_ctl", "-D", data, "-m", "immediate", "-w", "stop").Run()
+	})
+	return port
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startProxy runs the daemon in this process, as main does, with args and
+// -p on a free loopback port; stop ends it (as SIGTERM does: connections
+// drain) and waits.
+func startProxy(t *testing.T, args ...string) (port int, stop func()) {
+	t.Helper()
+	port = freePort(t)
+	cfg, err := parse(t, append([]string{"-p", fmt.Sprintf("%d@127.0.0.1", port)}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var log lockedBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, &log) }()
+	waitOutput(t, &log, "msg=listening")
+	stopped := false
+	stop = func() {
+		t.Helper()
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("proxy: %v\n%s", err, log.String())
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("proxy did not stop within 20 s:\n%s", log.String())
+		}
+	}
+	t.Cleanup(stop)
+	return port, stop
+}
+
+// psqlStatements are what the test session sends, with psql -c each.
+var psqlStatements = []string{
+	"CREATE TABLE audit_t (id int, name text)",
+	"INSERT INTO audit_t VALUES (1, 'x'), (2, 'y'), (3, 'z')",
+	"SELECT * FROM audit_t",
+	"SELECT * FROM missing",
+}
+
+// TestCatPostgres records real PostgreSQL sessions through the daemon —
+// psql (simple protocol, after an SSLRequest the server refuses) and
+// pgbench -M extended (Parse/Bind/Execute with parameters) — with -L -M,
+// plain, gzip, and -s with bzip2. cat --sql lists every statement with
+// its result; the capture made with --pcapng and the connection log gives
+// tshark the session byte for byte and the queries; the -s recording is
+// refused as such.
+func TestCatPostgres(t *testing.T) {
+	need(t, "tshark")
+	pgPort := startPostgres(t)
+	dir := t.TempDir()
+	fwd := []string{"-h", "127.0.0.1", "-P", strconv.Itoa(pgPort), "-L", "-M"}
+	plainPort, stopPlain := startProxy(t, append(fwd, "-t", "60", "-f", dir+"/plain/prot", "-c", dir+"/plain/conn.log")...)
+	gzPort, stopGz := startProxy(t, append(fwd, "-z", "-f", dir+"/gz/prot")...)
+	sPort, stopS := startProxy(t, append(fwd, "-s", "-j", "-f", dir+"/s/prot")...)
+
+	// A database per recording, made directly, not through a proxy.
+	for _, db := range []string{"plain", "gz", "s"} {
+		if out, err := exec.Command("psql", "-h", "127.0.0.1", "-p", strconv.Itoa(pgPort), "-U", "postgres", "-X", "-q",
+			"-c", "CREATE DATABASE "+db).CombinedOutput(); err != nil {
+			t.Fatalf("create database %s: %v\n%s", db, err, out)
+		}
+	}
+	begin := time.Now()
+	psql := func(port int, db string) {
+		t.Helper()
+		args := []string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "postgres", "-d", db, "-X", "-q"}
+		for _, s := range psqlStatements {
+			args = append(args, "-c", s)
+		}
+		cmd := exec.Command("psql", args...)
+		cmd.Env = append(os.Environ(), "PGSSLMODE=prefer", "PGCONNECT_TIMEOUT=10")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), `relation "missing" does not exist`) {
+			t.Fatalf("psql: %v (want the error of the last statement)\n%s", err, out)
+		}
+	}
+	psql(plainPort, "plain")
+	psql(gzPort, "gz")
+	psql(sPort, "s")
+	script := filepath.Join(dir, "bench.sql")
+	os.WriteFile(script, []byte("\\set id 2\nSELECT name FROM audit_t WHERE id = :id;\nUPDATE audit_t SET name = 'w' WHERE id = :id;\n"), 0o644)
+	bench := exec.Command(pgBin+"pgbench", "-h", "127.0.0.1", "-p", strconv.Itoa(plainPort), "-U", "postgres", "-n", "-t", "1", "-M", "extended", "-f", script, "plain")
+	if out, err := bench.CombinedOutput(); err != nil {
+		t.Fatalf("pgbench: %v\n%s", err, out)
+	}
+	end := time.Now()
+	stopPlain()
+	stopGz()
+	stopS()
+
+	psqlWant := func(db string) string {
+		return "postgres@" + db + " CREATE TABLE audit_t (id int, name text) => CREATE TABLE\n" +
+			"postgres@" + db + " INSERT INTO audit_t VALUES (1, 'x'), (2, 'y'), (3, 'z') => INSERT 0 3\n" +
+			"postgres@" + db + " SELECT * FROM audit_t => SELECT 3\n" +
+			"postgres@" + db + ` SELECT * FROM missing => ERROR 42P01: relation "missing" does not exist` + "\n"
+	}
+	benchWant := "postgres@plain SELECT name FROM audit_t WHERE id = $1; [$1='2'] => SELECT 1\n" +
+		"postgres@plain UPDATE audit_t SET name = 'w' WHERE id = $1; [$1='2'] => UPDATE 1\n"
+	// sqlLines runs cat --sql and returns its lines without their times,
+	// checking that each time lies within the test's sessions.
+	sqlLines := func(t *testing.T, file string) string {
+		t.Helper()
+		out, errOut, code := catRun(t, "--sql", file)
+		if code != 0 || errOut != "" {
+			t.Fatalf("cat --sql %s: exit status %d: %s", file, code, errOut)
+		}
+		var lines []string
+		for _, line := range strings.SplitAfter(out, "\n") {
+			if line == "" {
+				continue
+			}
+			at, err := time.ParseInLocation(playback.TimeLayout, line[:len(playback.TimeLayout)], time.Local)
+			if err != nil || at.Before(begin.Truncate(time.Microsecond)) || at.After(end) {
+				t.Errorf("line %q: its time is not within the session (%v to %v)", line, begin, end)
+			}
+			lines = append(lines, line[len(playback.TimeLayout)+1:])
+		}
+		return strings.Join(lines, "")
+	}
+
+	plainFiles, _ := filepath.Glob(dir + "/plain/prot_*")
+	if len(plainFiles) < 2 {
+		t.Fatalf("got %d recordings through the plain proxy; want psql's and pgbench's", len(plainFiles))
+	}
+	psqlFile := plainFiles[0] // connection 1
+	t.Run("sql", func(t *testing.T) {
+		if got := sqlLines(t, psqlFile); got != psqlWant("plain") {
+			t.Errorf("psql session:\n%s\nwant:\n%s", got, psqlWant("plain"))
+		}
+		var benchGot string
+		for _, f := range plainFiles[1:] {
+			benchGot += sqlLines(t, f)
+		}
+		if benchGot != benchWant {
+			t.Errorf("pgbench -M extended:\n%s\nwant:\n%s", benchGot, benchWant)
+		}
+	})
+	t.Run("sql json", func(t *testing.T) {
+		out, _, code := catRun(t, "--sql", "--format", "json", psqlFile)
+		var results []string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var st struct {
+				File, User, Database, Application, Protocol, Statement, Result string
+				Rows                                                           int
+				Error                                                          *struct{ Code string }
+			}
+			if err := json.Unmarshal([]byte(line), &st); err != nil {
+				t.Fatalf("line %q: %v", line, err)
+			}
+			if st.File != psqlFile || st.User != "postgres" || st.Database != "plain" || st.Application != "psql" || st.Protocol != "simple" {
+				t.Errorf("line %q: wrong session facts", line)
+			}
+			results = append(results, fmt.Sprintf("%s|%s|%d", st.Statement, st.Result, st.Rows))
+		}
+		want := "CREATE TABLE audit_t (id int, name text)|CREATE TABLE|0 INSERT INTO audit_t VALUES (1, 'x'), (2, 'y'), (3, 'z')|INSERT 0 3|0 " +
+			`SELECT * FROM audit_t|SELECT 3|3 SELECT * FROM missing|ERROR 42P01: relation "missing" does not exist|0`
+		if got := strings.Join(results, " "); code != 0 || got != want {
+			t.Errorf("got %d, %s; want 0, %s", code, got, want)
+		}
+	})
+	t.Run("sql gzip", func(t *testing.T) {
+		files, _ := filepath.Glob(dir + "/gz/prot_*.gz")
+		if len(files) != 1 {
+			t.Fatalf("got %d .gz recordings; want 1", len(files))
+		}
+		if got := sqlLines(t, files[0]); got != psqlWant("gz") {
+			t.Errorf("got:\n%s\nwant:\n%s", got, psqlWant("gz"))
+		}
+	})
+	t.Run("sql printable", func(t *testing.T) {
+		files, _ := filepath.Glob(dir + "/s/prot_*.bz2")
+		if len(files) != 1 {
+			t.Fatalf("got %d .bz2 recordings; want 1", len(files))
+		}
+		out, errOut, code := catRun(t, "--sql", files[0])
+		want := "ipprotd: " + files[0] + ": --sql: the recording holds printable characters only (-s): the binary PostgreSQL protocol is destroyed and cannot be decoded\n"
+		if code != 1 || out != "" || errOut != want {
+			t.Errorf("got %d, %q, %q; want 1, nothing, %q", code, out, errOut, want)
+		}
+	})
+	t.Run("pcapng", func(t *testing.T) {
+		out, errOut, code := catRun(t, "--pcapng", "-c", dir+"/plain/conn.log", psqlFile)
+		if code != 0 || errOut != "" {
+			t.Fatalf("exit status %d: %s", code, errOut)
+		}
+		capture := filepath.Join(t.TempDir(), "psql.pcapng")
+		os.WriteFile(capture, []byte(out), 0o644)
+		list := tshark(t, "-r", capture)
+		if !strings.Contains(list, fmt.Sprintf("→ %d [SYN]", pgPort)) {
+			t.Errorf("the capture does not show the destination's port %d:\n%s", pgPort, list)
+		}
+		queries := tshark(t, "-r", capture, "-d", fmt.Sprintf("tcp.port==%d,pgsql", pgPort), "-Y", "pgsql.query", "-T", "fields", "-e", "pgsql.query")
+		if want := strings.Join(psqlStatements, "\n") + "\n"; queries != want {
+			t.Errorf("tshark's queries:\n%s\nwant:\n%s", queries, want)
+		}
+		var streams [2][]byte
+		f, err := playback.Open(psqlFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		r := playback.NewReader(f, recorder.Out)
+		for b, err := r.Next(); err == nil; b, err = r.Next() {
+			streams[b.Dir] = append(streams[b.Dir], b.Data...)
+		}
+		client, server := followStreams(t, capture)
+		if !bytes.Equal(client, streams[recorder.In]) || !bytes.Equal(server, streams[recorder.Out]) {
+			t.Errorf("Follow TCP stream: %d and %d bytes; want the recording's %d and %d, equal",
+				len(client), len(server), len(streams[recorder.In]), len(streams[recorder.Out]))
+		}
+	})
+}
+
+// followStreams returns the two directions' bytes as tshark's "Follow TCP
+// stream" reassembles them: the client's lines are not indented.
+func followStreams(t *testing.T, path string) (client, server []byte) {
+	t.Helper()
+	body := false
+	for _, line := range strings.Split(tshark(t, "-r", path, "-q", "-z", "follow,tcp,raw,0"), "\n") {
+		switch {
+		case strings.HasPrefix(line, "Node 1:"):
+			body = true
+			continue
+		case strings.HasPrefix(line, "====="), line == "":
+			body = false
+		}
+		if !body {
+			continue
+		}
+		p, err := hex.DecodeString(strings.TrimPrefix(line, "\t"))
+		if err != nil {
+			t.Fatalf("follow output %q: %v", line, err)
+		}
+		if strings.HasPrefix(line, "\t") {
+			server = append(server, p...)
+		} else {
+			client = append(client, p...)
+		}
+	}
+	return client, server
+}
