@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -49,6 +50,13 @@ type catCmd struct {
 	connLog   string  // the root's -c: the connection log to look files up in
 	logFormat *string // the root's -C
 	connFacts playback.ConnFacts
+}
+
+// Help is the text of ipprotd cat --help below its usage line.
+func (c *catCmd) Help() string {
+	return `Shows ipprotd's data files (-f): each block with its time, direction and size, its data as escaped text or a hex dump; or one direction's bytes (--raw), a capture for Wireshark (--pcapng), the statements of a PostgreSQL session (--sql). See docs/reading.md.
+
+Exit status: 0, also for a recording cut short (still being written, or the daemon was killed: a note on stderr says where it ends); 1 when a recording cannot be read (damaged: what came before is shown) or --sql cannot decode it; 2 on bad usage, or when --pcapng cannot be used on a recording.`
 }
 
 // timeValue is a --since/--until value.
@@ -112,11 +120,17 @@ func (c *catCmd) BeforeReset(ctx *kong.Context) error {
 // run runs cat with the root's -c and -C and returns the exit status: 0,
 // also for a recording cut short (a note on stderr says where it ends), 1
 // when a recording cannot be read (everything before the damage is
-// written), 2 on bad usage or when a mode cannot be used on a recording.
+// written) or --sql cannot decode it, 2 on bad usage or when --pcapng
+// cannot be used on a recording. With --follow, SIGINT and SIGTERM end it
+// with status 0; otherwise they keep their default effect.
 func (c *catCmd) run(connLog string, logFormat *string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	c.connLog, c.logFormat = connLog, logFormat
+	ctx := context.Background()
+	if c.Follow {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
 	return c.runContext(ctx, stdout, stderr)
 }
 
@@ -155,6 +169,10 @@ func (c *catCmd) runContext(ctx context.Context, stdout, stderr io.Writer) int {
 		var ce *catError
 		if errors.As(err, &ce) {
 			status = ce.code
+		}
+		var pe *fs.PathError
+		if errors.As(err, &pe) && pe.Path == file {
+			err = fmt.Errorf("%s: %w", pe.Op, pe.Err) // the line names the file already
 		}
 		fmt.Fprintf(stderr, "ipprotd: %s: %v\n", file, err)
 		code = max(code, status)
@@ -408,6 +426,8 @@ func (s *recordingStats) add(b playback.Block) error {
 // connection, if it cannot.
 func (s *recordingStats) pcapable() error {
 	switch {
+	case s.blocks[recorder.In]+s.blocks[recorder.Out]+s.unstamped == 0:
+		return errors.New("the recording is empty")
 	case s.blocks[recorder.In]+s.blocks[recorder.Out] == 0:
 		return errors.New("the recording has no block stamps (made without -M): the boundaries, times and directions of its data are unknown; it needs -M -L")
 	case s.unstamped > 0:
@@ -483,9 +503,7 @@ func (c *catCmd) endpoints(file string) (conn playback.PcapngConfig, notes []str
 		conn.Server = netip.AddrPortFrom(ip, 1)
 		notes = append(notes, fmt.Sprintf("the server's address %s is a placeholder: give --server or -c", conn.Server))
 	}
-	if c.connLog != "" {
-		c.connFacts = facts
-	}
+	c.connFacts = facts
 	return conn, notes, nil
 }
 

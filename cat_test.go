@@ -189,6 +189,17 @@ func TestCatTruncated(t *testing.T) {
 	}
 }
 
+// TestCatMissing: a file that is not there is named once; the others are
+// still shown, and the exit status is 1.
+func TestCatMissing(t *testing.T) {
+	file := recordFile(t, recorder.Config{Record: [2]bool{recorder.Out: true}, BlockStamps: true}, httpSession)
+	missing := filepath.Join(t.TempDir(), "prot_x")
+	out, errOut, code := catRun(t, "--raw", missing, file)
+	if want := "ipprotd: " + missing + ": open: no such file or directory\n"; code != 1 || errOut != want || out != "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" {
+		t.Errorf("got %d, %q, %q; want 1, %q and the other file's data", code, out, errOut, want)
+	}
+}
+
 // TestCatUsage: bad combinations are usage errors: one line, exit 2.
 func TestCatUsage(t *testing.T) {
 	file := recordFile(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true}, httpSession)

@@ -468,8 +468,10 @@ func (d *SQL) startup(body []byte, off int64) error {
 	case code == sslRequest || code == gssRequest:
 		d.server.raw++
 	case code == cancelRequest:
-		// A connection of its own that asks to cancel another's query.
+		// A connection of its own that asks to cancel another's query: no
+		// statements follow.
 		d.client.untyped = false
+		d.started = true
 	case code>>16 == 3:
 		d.client.untyped = false
 		d.started = true

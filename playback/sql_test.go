@@ -213,7 +213,8 @@ func TestSQLCannot(t *testing.T) {
 }
 
 // TestSQLUnanswered: with only the client's data (-l), every statement is
-// listed, without an answer; a failed login is listed as the connection's.
+// listed, without an answer; a CancelRequest lists nothing; a failed login
+// is listed as the connection's.
 func TestSQLUnanswered(t *testing.T) {
 	var ex []exchange
 	for _, e := range pgSession[:5] {
@@ -228,6 +229,11 @@ func TestSQLUnanswered(t *testing.T) {
 		`alice@shop SELECT *\n\tFROM t => no answer in the recording` + "\n"
 	if got := withoutTimes(stmts); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+
+	cancel := []exchange{{wire{}.untyped(cancelRequest, 42, 7), nil}}
+	if stmts, err := decode(sessionBlocks(cancel, nil)); err != nil || len(stmts) != 0 {
+		t.Errorf("a CancelRequest: got %d statements, %v; want none and no error", len(stmts), err)
 	}
 
 	login := []exchange{{pgSession[1].client, wire{}.msg('R', 3).append(pgError("FATAL", "28P01", `password authentication failed for user "alice"`))}}
