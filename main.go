@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ipprot/ipprot/connlog"
 	"github.com/ipprot/ipprot/postproc"
@@ -513,9 +514,6 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(signals)
-	serveErr := make(chan error, 1)
-	go serve(srv, ln, serveErr)
-
 	reopen := func() {
 		for _, l := range []*connlog.Log{clog, logFileOf(logOut)} {
 			if l == nil {
@@ -527,26 +525,43 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 		}
 		logger.Info("logs reopened")
 	}
+
+	// Two tasks: the accept loop, and the wait for a stop followed by the
+	// drain. An accept loop that fails ends the wait, so the drain runs
+	// either way; its error is the exit status.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serve(srv, ln, cfg.listenAddr) })
+	g.Go(func() error {
+		waitForStop(gctx, signals, reopen, logger, srv)
+		return stop(srv, runner, logger, cfg.drainTimeout, signals, reopen)
+	})
+	return g.Wait()
+}
+
+// serve runs the accept loop until Shutdown (nil) or a failure.
+func serve(srv *proxy.Server, ln net.Listener, addr string) error {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+		return fmt.Errorf("accept on %s: %w", addr, err)
+	}
+	return nil
+}
+
+// waitForStop returns at SIGTERM or SIGINT, or when ctx ends; SIGHUP
+// reopens the logs meanwhile.
+func waitForStop(ctx context.Context, signals <-chan os.Signal, reopen func(), logger *slog.Logger, srv *proxy.Server) {
 	for {
 		select {
-		case err := <-serveErr:
-			return fmt.Errorf("accept on %s: %w", cfg.listenAddr, err)
 		case <-ctx.Done():
-			return stop(srv, runner, logger, cfg.drainTimeout, signals, reopen)
+			logger.Info("stopping", "reason", context.Cause(ctx).Error(), "active", srv.Active())
+			return
 		case s := <-signals:
 			if s == syscall.SIGHUP {
 				reopen()
 				continue
 			}
 			logger.Info("stopping", "signal", s.String(), "active", srv.Active())
-			return stop(srv, runner, logger, cfg.drainTimeout, signals, reopen)
+			return
 		}
-	}
-}
-
-func serve(srv *proxy.Server, ln net.Listener, errc chan<- error) {
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-		errc <- err
 	}
 }
 

@@ -14,10 +14,15 @@
 //	...
 //	srv.Shutdown(ctx) // stop accepting, let sessions finish, abort at ctx's end
 //
-// Each connection is one session: a goroutine per direction, joined by an
-// errgroup. A clean end of one direction (FIN) half-closes the other side
-// and leaves the other direction running; a reset or an error resets both
-// sides at once.
+// Each connection is one session: a goroutine per direction; the one that
+// ends last completes the session (closes the data file, reports the
+// facts), so no third goroutine waits for them. A clean end of one
+// direction (FIN) half-closes the other side and leaves the other direction
+// running; a reset or an error cancels the session, which resets both
+// sides at once. A direction nobody records is spliced from socket to
+// socket. A direction whose source stays silent parks: its socket is
+// watched by the server's own epoll set and its goroutine ends, until
+// bytes arrive; an idle connection holds no goroutine, buffer or pipe.
 package proxy
 
 import (
@@ -121,6 +126,11 @@ type Server struct {
 	dial    func(ctx context.Context, network, address string) (net.Conn, error)
 	bufPool sync.Pool // *[]byte of cfg.BufferSize, held only while a block is in flight
 	pipes   *pipePool // for directions that are spliced
+	parker  parker    // watches the sockets of idle directions
+	// parkAfter is how long a direction's source must stay silent before
+	// the direction gives up its goroutine (defaultParkAfter; tests lower
+	// it).
+	parkAfter time.Duration
 
 	// abortCtx is cancelled to abort every session still running.
 	abortCtx context.Context
@@ -143,7 +153,7 @@ func New(cfg Config) *Server {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, dial: cfg.Dial}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, dial: cfg.Dial, parkAfter: defaultParkAfter}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -163,6 +173,14 @@ func New(cfg Config) *Server {
 
 // Active returns the number of sessions running now.
 func (s *Server) Active() int { return int(s.active.Load()) }
+
+// defaultParkAfter is the silence after which a direction parks: long
+// enough that a busy connection never pays for it (a park and a wake cost
+// a few microseconds), short enough that idle connections soon cost only
+// their memory on the heap, even in a burst of new ones. Measured with
+// 8,000 idle connections opened in a burst: 1 s gave 6.9 KiB of RSS per
+// connection, 250 ms 5.0 KiB, 100 ms 4.1 KiB.
+var defaultParkAfter = 100 * time.Millisecond
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("proxy: server closed")
@@ -251,6 +269,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	done := make(chan struct{})
 	go s.waitSessions(done)
+	defer s.parker.close()
 	defer s.pipes.close()
 	select {
 	case <-done:

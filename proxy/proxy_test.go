@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -23,6 +24,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// Park idle directions after 10 ms instead of a second, so that every
+	// test's pauses exercise parking and waking.
+	defaultParkAfter = 10 * time.Millisecond
 	goleak.VerifyTestMain(m)
 }
 
@@ -498,6 +502,110 @@ func TestIdleConnectionsHoldNoPipe(t *testing.T) {
 	}
 	if n := h.srv.pipes.inUse(); n != 0 {
 		t.Errorf("%d pipes held by 20 idle connections; want 0", n)
+	}
+}
+
+func (p *parker) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.parked)
+}
+
+// TestIdleConnectionsPark: once idle, both directions of every connection
+// give up their goroutines to the parker; traffic wakes them, in both
+// directions, and nothing is lost; a FIN to a parked direction ends it.
+func TestIdleConnectionsPark(t *testing.T) {
+	for _, recorded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("recorded=%v", recorded), func(t *testing.T) {
+			cfg := Config{}
+			if recorded {
+				cfg.OpenRecorder = func(Session) (Recorder, string, error) { return &blockLog{}, "f", nil }
+			}
+			h := newHarness(t, "tcp4", cfg)
+			const n = 30
+			var clients, servers []*net.TCPConn
+			for range n {
+				c := h.dial()
+				s := h.accept()
+				clients, servers = append(clients, c), append(servers, s)
+			}
+			waitFor(t, "every direction parked", func() bool { return h.srv.parker.count() == 2*n })
+			// Unparked, the connections alone would run 2n goroutines.
+			if got := runtime.NumGoroutine(); got >= n {
+				t.Errorf("%d goroutines with %d connections parked; want far fewer than %d", got, n, 2*n)
+			}
+			for round := range 3 {
+				for i := range n {
+					msg := []byte(fmt.Sprintf("round %d conn %d", round, i))
+					checkEcho(t, clients[i], servers[i], msg)
+					checkEcho(t, servers[i], clients[i], msg)
+				}
+				waitFor(t, "every direction parked again", func() bool { return h.srv.parker.count() == 2*n })
+			}
+			for i := range n {
+				clients[i].CloseWrite()
+				if got, err := io.ReadAll(servers[i]); err != nil || len(got) != 0 {
+					t.Fatalf("server %d read %q, %v after the client's FIN; want EOF", i, got, err)
+				}
+				servers[i].Close()
+			}
+			for range n {
+				if f := h.wait(); f.Outcome != OK || f.BytesIn != f.BytesOut || f.BytesIn == 0 {
+					t.Errorf("connection %d: %v, in %d out %d", f.N, f.Outcome, f.BytesIn, f.BytesOut)
+				}
+			}
+			if got := h.srv.parker.count(); got != 0 {
+				t.Errorf("%d directions still parked after every connection ended", got)
+			}
+		})
+	}
+}
+
+// checkEcho writes msg on from and reads it whole on to.
+func checkEcho(t *testing.T, from, to *net.TCPConn, msg []byte) {
+	t.Helper()
+	if _, err := from.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(to, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("got %q, %v; want %q", got, err, msg)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10 s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestParkedSessionsAbort: a stop that aborts finds directions parked and
+// still ends every session, with its recorder closed.
+func TestParkedSessionsAbort(t *testing.T) {
+	rec := &blockLog{}
+	h := newHarness(t, "tcp4", Config{
+		OpenRecorder: func(Session) (Recorder, string, error) { return rec, "f", nil },
+	})
+	client := h.dial()
+	h.accept()
+	waitFor(t, "both directions parked", func() bool { return h.srv.parker.count() == 2 })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	h.srv.Shutdown(ctx)
+	if f := h.wait(); f.Outcome != Aborted || !errors.Is(f.Err, errStopping) {
+		t.Errorf("outcome %v (%v); want aborted by the stop", f.Outcome, f.Err)
+	}
+	if rec.closed != 1 {
+		t.Errorf("recorder closed %d times; want 1", rec.closed)
+	}
+	if _, err := io.ReadAll(client); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client read %v; want a reset", err)
 	}
 }
 

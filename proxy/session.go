@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/ipprot/ipprot/recorder"
 )
 
@@ -40,21 +38,26 @@ type session struct {
 	server *net.TCPConn
 	facts  Facts
 
-	ctx    context.Context // cancelled with the reason the session must end now
-	cancel context.CancelCauseFunc
+	rec    Recorder
+	recOff atomic.Bool  // recording given up (ContinueOnRecordError)
+	recErr atomic.Value // error: the first recording error, when recOff
+	lastIO atomic.Int64 // UnixNano of the last block, for IdleTimeout
+	idle   *time.Timer
 
-	rec     Recorder
-	recOff  atomic.Bool  // recording given up (ContinueOnRecordError)
-	recErr  atomic.Value // error: the first recording error, when recOff
-	lastIO  atomic.Int64 // UnixNano of the last block, for IdleTimeout
-	idle    *time.Timer
-	resetMu sync.Once
+	// cause is why the session must end now: the first error of a
+	// direction, a recording error, the idle timeout or the server's abort.
+	// Setting it resets both sockets.
+	cause     atomic.Pointer[error]
+	stopAbort func() bool  // unregisters from the server's abort (context.AfterFunc)
+	running   atomic.Int32 // directions not yet finished; the last one ends the session
+	dirs      [2]direction // indexed by recorder.Direction
 }
 
-// serveConn runs the session of an accepted connection from the first
-// check to the report of its facts.
+// serveConn starts the session of an accepted connection: the checks,
+// the dial and the data file. It returns once the two directions run, so
+// that its stack, deepened by the dial, does not stay with an idle
+// connection; the direction that ends last completes the session (end).
 func (s *Server) serveConn(c *net.TCPConn) {
-	defer s.sessions.Done()
 	ss := &session{srv: s, client: c}
 	ss.facts = Facts{
 		N:       s.count.Add(1),
@@ -63,30 +66,42 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		OutHost: s.cfg.OutHost,
 		OutPort: s.cfg.OutPort,
 	}
-	ss.facts.Outcome, ss.facts.Err = ss.run()
-	ss.facts.End = s.now()
-	s.logEnd(&ss.facts)
-	if s.cfg.OnEnd != nil {
-		s.cfg.OnEnd(&ss.facts)
+	if outcome, err := ss.start(); err != nil {
+		ss.report(outcome, err)
+		return
 	}
+	if ss.srv.cfg.IdleTimeout > 0 {
+		ss.lastIO.Store(time.Now().UnixNano())
+		ss.idle = time.AfterFunc(ss.srv.cfg.IdleTimeout, ss.checkIdle)
+	}
+	in, out := &ss.dirs[recorder.In], &ss.dirs[recorder.Out]
+	err := errors.Join(
+		in.init(ss, recorder.In, ss.client, ss.server, &ss.facts.BytesIn),
+		out.init(ss, recorder.Out, ss.server, ss.client, &ss.facts.BytesOut))
+	ss.running.Store(2)
+	ss.stopAbort = context.AfterFunc(s.abortCtx, ss.abortedByServer)
+	if err != nil {
+		ss.cancel(err)
+		in.finish()
+		out.finish()
+		return
+	}
+	go in.run()
+	go out.run()
 }
 
-// run decides, dials, relays and closes; it returns the outcome.
-func (ss *session) run() (Outcome, error) {
+// start decides, dials and opens the data file; it returns the outcome of
+// a session that ends before it relays.
+func (ss *session) start() (Outcome, error) {
 	s := ss.srv
 	if n := s.active.Add(1); s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns) {
-		s.active.Add(-1)
 		resetClose(ss.client)
 		return Rejected, errMaxConns
 	}
-	defer s.active.Add(-1)
 	if !s.cfg.Allow.Allows(ss.facts.Client.Addr()) {
 		resetClose(ss.client)
 		return Rejected, errNotAllow
 	}
-
-	ss.ctx, ss.cancel = context.WithCancelCause(s.abortCtx)
-	defer ss.cancel(nil)
 	if err := ss.dial(); err != nil {
 		resetClose(ss.client)
 		return ConnectFailed, err
@@ -96,8 +111,34 @@ func (ss *session) run() (Outcome, error) {
 		resetClose(ss.server)
 		return RecordError, err
 	}
+	return OK, nil
+}
 
-	reason := ss.relay()
+// directionDone is called by each direction when it ends; the second
+// completes the session.
+func (ss *session) directionDone() {
+	if ss.running.Add(-1) == 0 {
+		ss.end()
+	}
+}
+
+// end completes a session whose two directions have ended: the sockets
+// are closed (with a reset if the session was cancelled), the data file
+// is completed and the facts are reported.
+func (ss *session) end() {
+	if ss.idle != nil {
+		ss.idle.Stop()
+	}
+	ss.stopAbort()
+	// A cancelled session's cause is the reason, whatever error the other
+	// direction saw when its socket was closed under it.
+	reason := ss.cancel(errEnded)
+	if reason == errEnded {
+		// Both directions ended by themselves; the sockets are still ours.
+		reason = nil
+		ss.client.Close()
+		ss.server.Close()
+	}
 	if ss.rec != nil {
 		if err := ss.rec.Close(); err != nil {
 			ss.noteRecordError(err)
@@ -111,7 +152,21 @@ func (ss *session) run() (Outcome, error) {
 			reason = err
 		}
 	}
-	return outcomeOf(reason), reason
+	ss.report(outcomeOf(reason), reason)
+}
+
+// report writes the facts of the ended session to the daemon's log and
+// hands them to Config.OnEnd.
+func (ss *session) report(outcome Outcome, reason error) {
+	s := ss.srv
+	defer s.sessions.Done()
+	s.active.Add(-1)
+	ss.facts.Outcome, ss.facts.Err = outcome, reason
+	ss.facts.End = s.now()
+	s.logEnd(&ss.facts)
+	if s.cfg.OnEnd != nil {
+		s.cfg.OnEnd(&ss.facts)
+	}
 }
 
 func outcomeOf(reason error) Outcome {
@@ -131,11 +186,11 @@ func outcomeOf(reason error) Outcome {
 func (ss *session) dial() error {
 	s := ss.srv
 	addr := JoinHostPort(s.cfg.OutHost, s.cfg.OutPort)
-	ctx, cancel := context.WithTimeout(ss.ctx, s.cfg.ConnectTimeout)
+	ctx, cancel := context.WithTimeout(s.abortCtx, s.cfg.ConnectTimeout)
 	defer cancel()
 	c, err := s.dial(ctx, "tcp", addr)
 	if err != nil {
-		if cause := context.Cause(ss.ctx); cause != nil {
+		if cause := context.Cause(s.abortCtx); cause != nil {
 			return cause
 		}
 		return fmt.Errorf("dial %s: %w", addr, err)
@@ -173,109 +228,10 @@ func (ss *session) openRecorder() error {
 	return nil
 }
 
-// relay runs both directions until both ended, and returns why the session
-// ended early, or nil if both directions ended with a FIN.
-func (ss *session) relay() error {
+// touch notes that bytes moved, for the idle timeout.
+func (ss *session) touch() {
 	if ss.srv.cfg.IdleTimeout > 0 {
 		ss.lastIO.Store(time.Now().UnixNano())
-		ss.idle = time.AfterFunc(ss.srv.cfg.IdleTimeout, ss.checkIdle)
-		defer ss.idle.Stop()
-	}
-	stop := context.AfterFunc(ss.ctx, ss.reset)
-	var g errgroup.Group
-	g.Go(ss.clientToServer)
-	g.Go(ss.serverToClient)
-	err := g.Wait()
-	if stop() {
-		// Both directions ended by themselves; the sockets are still ours.
-		ss.client.Close()
-		ss.server.Close()
-		return err
-	}
-	// The session was cancelled: the cause is the reason, whatever error the
-	// other direction saw when its socket was closed under it.
-	return context.Cause(ss.ctx)
-}
-
-func (ss *session) clientToServer() error {
-	return ss.pipe(recorder.In, ss.client, ss.server, &ss.facts.BytesIn)
-}
-
-func (ss *session) serverToClient() error {
-	return ss.pipe(recorder.Out, ss.server, ss.client, &ss.facts.BytesOut)
-}
-
-// pipe copies src to dst a block at a time, recording each block before it
-// is written, until src ends. A FIN from src half-closes dst; any error
-// cancels the session, which resets both sides. A direction nobody records
-// is spliced instead.
-func (ss *session) pipe(dir recorder.Direction, src, dst *net.TCPConn, count *int64) error {
-	if ss.rec == nil || !ss.rec.Wants(dir) {
-		return ss.splice(src, dst, count)
-	}
-	r, err := newBlockReader(src, &ss.srv.bufPool)
-	if err != nil {
-		ss.cancel(err)
-		return err
-	}
-	for {
-		p, err := r.read()
-		if err == io.EOF {
-			// Pass the FIN on; the other direction keeps flowing.
-			dst.CloseWrite()
-			return nil
-		}
-		if err != nil {
-			err = fmt.Errorf("read from %s: %w", ss.side(src), err)
-			ss.cancel(err)
-			return err
-		}
-		if ss.srv.cfg.IdleTimeout > 0 {
-			ss.lastIO.Store(time.Now().UnixNano())
-		}
-		if err := ss.record(dir, p); err != nil {
-			r.release()
-			ss.cancel(err)
-			return err
-		}
-		n, err := dst.Write(p)
-		*count += int64(n)
-		r.release()
-		if err != nil {
-			err = fmt.Errorf("write to %s: %w", ss.side(dst), err)
-			ss.cancel(err)
-			return err
-		}
-	}
-}
-
-// splice moves src to dst with splice(2) until src ends, with pipe's
-// FIN and error handling.
-func (ss *session) splice(src, dst *net.TCPConn, count *int64) error {
-	s, err := newSplicer(src, dst, ss.srv.pipes, ss.srv.cfg.BufferSize)
-	if err != nil {
-		ss.cancel(err)
-		return err
-	}
-	for {
-		n, writeErr, err := s.move()
-		*count += int64(n)
-		if err == io.EOF {
-			dst.CloseWrite()
-			return nil
-		}
-		if err != nil {
-			if writeErr {
-				err = fmt.Errorf("write to %s: %w", ss.side(dst), err)
-			} else {
-				err = fmt.Errorf("read from %s: %w", ss.side(src), err)
-			}
-			ss.cancel(err)
-			return err
-		}
-		if ss.srv.cfg.IdleTimeout > 0 {
-			ss.lastIO.Store(time.Now().UnixNano())
-		}
 	}
 }
 
@@ -326,7 +282,7 @@ func (ss *session) noteRecordError(err error) {
 // checkIdle runs on the idle timer: it ends the session, or re-arms the
 // timer for the rest of the timeout counted from the last block.
 func (ss *session) checkIdle() {
-	if ss.ctx.Err() != nil {
+	if ss.cause.Load() != nil {
 		return
 	}
 	d := ss.srv.cfg.IdleTimeout
@@ -338,13 +294,30 @@ func (ss *session) checkIdle() {
 	ss.idle.Reset(d - idle)
 }
 
-// reset ends the session at once: both sides get a reset, so neither takes
-// a cut-off stream for a complete one.
-func (ss *session) reset() {
-	ss.resetMu.Do(func() {
+// errEnded is the cause end gives a session whose directions both ended
+// by themselves, so that nothing resets it afterwards.
+var errEnded = errors.New("ended")
+
+// cancel ends the session at once for cause, unless it was cancelled
+// before, and returns the cause that holds. Both sides get a reset, so
+// neither takes a cut-off stream for a complete one; the directions see
+// their sockets closed and end.
+func (ss *session) cancel(cause error) error {
+	if !ss.cause.CompareAndSwap(nil, &cause) {
+		return *ss.cause.Load()
+	}
+	if cause != errEnded {
 		resetClose(ss.client)
 		resetClose(ss.server)
-	})
+		ss.dirs[recorder.In].unpark()
+		ss.dirs[recorder.Out].unpark()
+	}
+	return cause
+}
+
+// abortedByServer runs when the server aborts every session.
+func (ss *session) abortedByServer() {
+	ss.cancel(context.Cause(ss.srv.abortCtx))
 }
 
 // resetClose closes c with a reset (SO_LINGER 0) instead of a FIN.
@@ -373,14 +346,9 @@ type blockReader struct {
 	fn   func(fd uintptr) bool // r.readFD, bound once
 }
 
-func newBlockReader(c *net.TCPConn, pool *sync.Pool) (*blockReader, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	r := &blockReader{rc: rc, pool: pool}
+func (r *blockReader) init(rc syscall.RawConn, pool *sync.Pool) {
+	*r = blockReader{rc: rc, pool: pool}
 	r.fn = r.readFD
-	return r, nil
 }
 
 // read returns the next block, valid until release, or io.EOF at the end.

@@ -26,18 +26,14 @@ type splicer struct {
 	writeFn  func(fd uintptr) bool // s.writeFD, bound once
 }
 
-func newSplicer(src, dst *net.TCPConn, pipes *pipePool, max int) (*splicer, error) {
-	rs, err := src.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
+func (s *splicer) init(src syscall.RawConn, dst *net.TCPConn, pipes *pipePool, max int) error {
 	ws, err := dst.SyscallConn()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	s := &splicer{src: rs, dst: ws, pipes: pipes, max: min(max, pipes.size)}
+	*s = splicer{src: src, dst: ws, pipes: pipes, max: min(max, pipes.size)}
 	s.readFn, s.writeFn = s.readFD, s.writeFD
-	return s, nil
+	return nil
 }
 
 // move transfers the next chunk from src to dst and returns its size, or

@@ -1,0 +1,210 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ipprot/ipprot/recorder"
+)
+
+// direction is one way of a session: it reads src a block at a time,
+// records the block where it is recorded, and writes it to dst, until src
+// ends. A FIN from src half-closes dst; any error cancels the session,
+// which resets both sides. A direction nobody records is spliced.
+//
+// A direction runs on a goroutine of its own while bytes flow. Once its
+// source has had nothing to read for Server.parkAfter, it parks: the
+// server's parker watches the socket and the goroutine ends, so an idle
+// connection holds no goroutine, stack, buffer or pipe. When the socket
+// becomes readable, the parker starts the direction on a new goroutine.
+type direction struct {
+	ss       *session
+	dir      recorder.Direction
+	src, dst *net.TCPConn
+	srcRaw   syscall.RawConn
+	count    *int64 // bytes written to dst; read by the session once both ended
+	spliced  bool
+	sp       splicer     // when spliced
+	br       blockReader // otherwise
+	parkAt   time.Time   // the read deadline set to notice idleness
+	noPark   bool        // parking failed once: wait on the goroutine
+
+	mu    sync.Mutex // guards state and parkID against the parker and cancel
+	state dirState
+	// parkID is the direction's key in the parker while parked.
+	parkID uint64
+}
+
+type dirState uint8
+
+const (
+	running dirState = iota
+	parked
+	finished
+)
+
+// errPark is what step returns when the source stayed silent until the
+// parking deadline.
+var errPark = errors.New("park")
+
+func (d *direction) init(ss *session, dir recorder.Direction, src, dst *net.TCPConn, count *int64) error {
+	d.ss, d.dir, d.src, d.dst, d.count = ss, dir, src, dst, count
+	var err error
+	if d.srcRaw, err = src.SyscallConn(); err != nil {
+		return err
+	}
+	d.spliced = ss.rec == nil || !ss.rec.Wants(dir)
+	if d.spliced {
+		return d.sp.init(d.srcRaw, dst, ss.srv.pipes, ss.srv.cfg.BufferSize)
+	}
+	d.br.init(d.srcRaw, &ss.srv.bufPool)
+	return nil
+}
+
+// run moves blocks until the direction ends or parks.
+func (d *direction) run() {
+	for {
+		err := d.step()
+		switch {
+		case err == nil:
+			continue
+		case err == errPark:
+			if d.park() {
+				return // the parker starts run again
+			}
+			if d.ss.cause.Load() == nil {
+				continue
+			}
+			// The session was cancelled while the direction went idle.
+		case err == io.EOF:
+			// Pass the FIN on; the other direction keeps flowing.
+			d.dst.CloseWrite()
+		default:
+			d.ss.cancel(err)
+		}
+		d.finish()
+		return
+	}
+}
+
+// step moves one block, or returns why it could not.
+func (d *direction) step() error {
+	d.armPark()
+	if d.spliced {
+		n, writeErr, err := d.sp.move()
+		*d.count += int64(n)
+		switch {
+		case err == nil:
+		case err == io.EOF:
+			return err
+		case !writeErr && errors.Is(err, os.ErrDeadlineExceeded):
+			return errPark
+		case writeErr:
+			return fmt.Errorf("write to %s: %w", d.ss.side(d.dst), err)
+		default:
+			return fmt.Errorf("read from %s: %w", d.ss.side(d.src), err)
+		}
+		d.ss.touch()
+		return nil
+	}
+	p, err := d.br.read()
+	switch {
+	case err == nil:
+	case err == io.EOF:
+		return err
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return errPark
+	default:
+		return fmt.Errorf("read from %s: %w", d.ss.side(d.src), err)
+	}
+	d.ss.touch()
+	if err := d.ss.record(d.dir, p); err != nil {
+		d.br.release()
+		return err
+	}
+	n, err := d.dst.Write(p)
+	*d.count += int64(n)
+	d.br.release()
+	if err != nil {
+		return fmt.Errorf("write to %s: %w", d.ss.side(d.dst), err)
+	}
+	return nil
+}
+
+// armPark sets the read deadline at which the direction parks, renewing
+// it only when half of it is used up, so that a busy direction does not
+// pay for a timer change per block.
+func (d *direction) armPark() {
+	after := d.ss.srv.parkAfter
+	if after <= 0 || d.noPark {
+		return
+	}
+	now := time.Now()
+	if d.parkAt.Sub(now) >= after/2 {
+		return
+	}
+	d.parkAt = now.Add(after)
+	d.src.SetReadDeadline(d.parkAt)
+}
+
+// park hands the direction's source to the parker. It returns false where
+// the direction must go on waiting on its goroutine: the session was
+// cancelled, or the parker could not take the socket.
+func (d *direction) park() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ss.cause.Load() != nil {
+		return false
+	}
+	id, err := d.ss.srv.parker.add(d)
+	if err != nil {
+		d.noPark = true
+		d.src.SetReadDeadline(time.Time{})
+		d.ss.srv.log.Warn("cannot park an idle connection; it keeps its goroutine", "conn", d.ss.facts.N, "err", err)
+		return false
+	}
+	d.state, d.parkID = parked, id
+	return true
+}
+
+// wake is called by the parker when the parked source became readable
+// (or was closed): the direction runs again on a new goroutine.
+func (d *direction) wake(id uint64) {
+	d.mu.Lock()
+	if d.state != parked || d.parkID != id {
+		d.mu.Unlock()
+		return
+	}
+	d.state = running
+	d.ss.srv.parker.remove(d)
+	d.mu.Unlock()
+	go d.run()
+}
+
+// unpark ends a parked direction of a cancelled session; a running one
+// ends by itself once its sockets are closed.
+func (d *direction) unpark() {
+	d.mu.Lock()
+	if d.state != parked {
+		d.mu.Unlock()
+		return
+	}
+	d.state = finished
+	d.ss.srv.parker.remove(d)
+	d.mu.Unlock()
+	d.ss.directionDone()
+}
+
+// finish ends a running direction.
+func (d *direction) finish() {
+	d.mu.Lock()
+	d.state = finished
+	d.mu.Unlock()
+	d.ss.directionDone()
+}
