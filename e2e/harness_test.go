@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -47,6 +48,10 @@ func runAtExit() {
 }
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
+		os.Exit(m.Run()) // only listing: no binary needed
+	}
 	// The load test holds thousands of sockets in this process and in the
 	// daemon, which inherits the limit.
 	var lim syscall.Rlimit
