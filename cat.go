@@ -433,9 +433,10 @@ func (s *recordingStats) pcapable() error {
 	case s.unstamped > 0:
 		return fmt.Errorf("%d bytes of data come before the first block stamp", s.unstamped)
 	}
+	names := [...]string{recorder.In: "client-to-server", recorder.Out: "server-to-client"}
 	for _, d := range []recorder.Direction{recorder.In, recorder.Out} {
 		if s.blocks[d] > 0 && s.bytes[d] == 0 {
-			return fmt.Errorf("the recording has no %s data (made without -L): it needs -M -L", map[recorder.Direction]string{recorder.In: "client-to-server", recorder.Out: "server-to-client"}[d])
+			return fmt.Errorf("the recording has no %s data (made without -L): it needs -M -L", names[d])
 		}
 	}
 	return nil
