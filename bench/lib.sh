@@ -26,6 +26,7 @@ declare -A IPPROTD_FLAGS=(
 
 declare -A GROUPS_OF  # target -> PIDs of its process groups
 declare -A LOAD_PIDS  # target -> PIDs that serve its loadgen port (for RSS)
+declare -A PID_OF     # target/backend -> the PID serving that port
 ALL_PIDS=()           # everything started, for the trap
 LOGS=${LOGS:-$WORK/logs}
 BIN=${BIN:-$WORK/bin}
@@ -230,6 +231,7 @@ start_target() {
             *) die "unknown target $t" ;;
             esac
             GROUPS_OF[$t]+=" $SPAWNED"
+            PID_OF[$t/$b]=$SPAWNED
             [[ $b == load ]] && LOAD_PIDS[$t]=$SPAWNED
         done
         ;;
