@@ -332,7 +332,36 @@ type block struct {
 	data   []byte
 }
 
-var stampRE = regexp.MustCompile(`#(848367|948366)#(\d+)\n`)
+// Block stamp markers, from the client and to it.
+var (
+	markIn  = []byte("#848367#")
+	markOut = []byte("#948366#")
+)
+
+// nextStamp returns where the next stamp line (a marker, digits, a newline)
+// in b begins and ends, or -1. It searches with bytes.Index, which a -race
+// build does not slow down, so megabytes of random data parse quickly.
+func nextStamp(b []byte) (start, end int) {
+	for off := 0; off < len(b); {
+		i := bytes.Index(b[off:], markIn)
+		if j := bytes.Index(b[off:], markOut); j >= 0 && (i < 0 || j < i) {
+			i = j
+		}
+		if i < 0 {
+			return -1, -1
+		}
+		i += off
+		k := i + len(markIn)
+		for k < len(b) && b[k] >= '0' && b[k] <= '9' {
+			k++
+		}
+		if k > i+len(markIn) && k < len(b) && b[k] == '\n' {
+			return i, k + 1
+		}
+		off = i + 1
+	}
+	return -1, -1
+}
 
 // parseBlocks splits a -M recording into its blocks. Data is what lies
 // between one stamp line and the next; random data would have to contain a
@@ -340,12 +369,12 @@ var stampRE = regexp.MustCompile(`#(848367|948366)#(\d+)\n`)
 func parseBlocks(rec []byte) ([]block, error) {
 	var blocks []block
 	for len(rec) > 0 {
-		m := stampRE.FindSubmatchIndex(rec)
-		if m == nil || m[0] != 0 {
+		start, end := nextStamp(rec)
+		if start != 0 {
 			return nil, fmt.Errorf("no stamp line at %q", rec[:min(len(rec), 40)])
 		}
-		b := block{marker: string(rec[m[2]:m[3]]), stamp: string(rec[m[4]:m[5]])}
-		rec = rec[m[1]:]
+		b := block{marker: string(rec[1:7]), stamp: string(rec[8 : end-1])}
+		rec = rec[end:]
 		if bytes.HasPrefix(rec, []byte("#748369#")) {
 			i := bytes.IndexByte(rec, '\n')
 			if i < 0 {
@@ -354,9 +383,9 @@ func parseBlocks(rec []byte) ([]block, error) {
 			b.iso = string(rec[8:i])
 			rec = rec[i+1:]
 		}
-		next := len(rec)
-		if m := stampRE.FindIndex(rec); m != nil {
-			next = m[0]
+		next, _ := nextStamp(rec)
+		if next < 0 {
+			next = len(rec)
 		}
 		b.data = rec[:next]
 		rec = rec[next:]

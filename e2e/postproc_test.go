@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -357,4 +358,80 @@ func waitFileExists(t *testing.T, path string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestStopRunsQueuedHooksDetached: the same with -Dp, the manual's way:
+// the detached daemon, stopped with kill `cat pidfile`, runs every queued
+// hook before it exits and removes its pid file.
+func TestStopRunsQueuedHooksDetached(t *testing.T) {
+	dir := t.TempDir()
+	gate, done := filepath.Join(dir, "gate"), filepath.Join(dir, "done")
+	hook := writeScript(t, fmt.Sprintf(`while [ ! -e %s ]; do sleep 0.05; done
+echo "$IPPROT_CONN" >> %s
+`, gate, done))
+	up := startUpstream(t, echoHandler)
+	port := freePort(t)
+	pidFile, logFile := filepath.Join(dir, "pid"), filepath.Join(dir, "daemon.log")
+	cmd := exec.Command(binary, "-p", fmt.Sprintf("%d@127.0.0.1", port), "-P", up.out(), "-f", dir+"/prot",
+		"-u", hook, "--post-jobs", "1", "-c", dir+"/conn.log", "-C", "%N %x%n", "--log-file", logFile, "-Dp", pidFile)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("start: %v %s", err, out)
+	}
+	pid := pidOf(t, pidFile)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	const n = 3
+	for i := range n {
+		echoOnce(t, fmt.Sprintf("127.0.0.1:%d", port), []byte(fmt.Sprintf("c%d", i)))
+	}
+	waitLines(t, dir+"/conn.log", n)
+	if out, err := exec.Command("sh", "-c", "kill `cat "+pidFile+"`").CombinedOutput(); err != nil {
+		t.Fatalf("kill: %v %s", err, out)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, _ := os.ReadFile(logFile); strings.Contains(string(b), " msg=stopping ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no stopping line within 30 s")
+		}
+	}
+	if !alive(pid) {
+		t.Fatal("the daemon exited with hooks still queued")
+	}
+	if _, err := os.Stat(done); !os.IsNotExist(err) {
+		t.Fatalf("a hook passed the closed gate (%v)", err)
+	}
+	os.WriteFile(gate, nil, 0o644)
+	waitGone(t, pid, 60*time.Second)
+	if got := strings.Join(readLines(t, done), " "); got != "1 2 3" {
+		t.Errorf("hooks ran for %q; want 1 2 3", got)
+	}
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Errorf("pid file left behind (%v)", err)
+	}
+}
+
+// TestHookGoneAtRun: a hook that was there at start and is removed later
+// fails per run, with its exit status and the shell's message in the log;
+// the daemon serves on.
+func TestHookGoneAtRun(t *testing.T) {
+	dir := t.TempDir()
+	hook := writeScript(t, "exit 0\n")
+	up := startUpstream(t, echoHandler)
+	d := startDaemon(t, "-P", up.out(), "-f", dir+"/prot", "-u", hook)
+	if err := os.Remove(hook); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		echoOnce(t, d.addr(), []byte("x"))
+		exits := d.waitLog(`"post-cmd exited"`, i)
+		if l := exits[i-1]; !strings.Contains(l, fmt.Sprintf(" conn=%d status=127 ", i)) || !strings.Contains(l, " file="+dir+"/prot_") {
+			t.Errorf("exit line %q; want conn=%d status=127 with the file", l, i)
+		}
+	}
+	out := d.logLines(`"post-cmd output"`)
+	if len(out) != 2 || !strings.Contains(out[0], " conn=1 stream=stderr ") || !strings.Contains(out[0], "not found") {
+		t.Errorf("output lines %q; want the shell's \"not found\" on stderr, once per run", out)
+	}
+	d.stop()
 }
