@@ -300,3 +300,11 @@ func listening(t *testing.T, port int) bool {
 	}
 	return false
 }
+
+// sortedLines returns a file's lines in order, joined by "|".
+func sortedLines(t *testing.T, path string) string {
+	t.Helper()
+	lines := readLines(t, path)
+	sort.Strings(lines)
+	return strings.Join(lines, "|")
+}
