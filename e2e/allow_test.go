@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -111,8 +112,17 @@ func TestAllowListMatrix(t *testing.T) {
 			if n := up.accepted.Load(); n != int64(admitted) {
 				t.Errorf("the destination accepted %d connections; want %d, one per admitted client", n, admitted)
 			}
-			if f := dataFiles(t, dir+"/prot"); len(f) != admitted {
-				t.Errorf("%d data files; want %d", len(f), admitted)
+			files := dataFiles(t, dir+"/prot")
+			if len(files) != admitted {
+				t.Errorf("%d data files; want %d", len(files), admitted)
+			}
+			// Each admitted client's file is named by its plain address,
+			// IPv6 with '-' for ':'.
+			for i, c := range tt.clients {
+				name := fmt.Sprintf("%s/prot_*_%d_%s", dir, i+1, strings.ReplaceAll(c.from, ":", "-"))
+				if m, _ := filepath.Glob(name); len(m) != map[bool]int{true: 1}[c.admit] {
+					t.Errorf("files %v for client %d from %s; want one %s if admitted, else none", m, i+1, c.from, name)
+				}
 			}
 		})
 	}

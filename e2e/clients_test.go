@@ -395,15 +395,22 @@ func parseBlocks(rec []byte) ([]block, error) {
 }
 
 // TestCurlManualBlockStamps reproduces the manual's -M -t example with
-// curl and a real HTTP server, in UTC+01:00 as the manual's: the request's
-// stamp, the ISO line, the reply's stamp, then the reply as the server
-// wrote it; the stamps within the test's clock window, the ISO line in the
-// daemon's zone with the right sign.
+// curl and a real HTTP server, in Europe/Berlin as the manual's (UTC+01:00
+// in winter) and in America/New_York, west of UTC: the request's stamp,
+// the ISO line, the reply's stamp, then the reply as the server wrote it;
+// the stamps within the test's clock window, the ISO line in the daemon's
+// zone with the right sign.
 func TestCurlManualBlockStamps(t *testing.T) {
 	need(t, "curl")
-	loc, err := time.LoadLocation("Europe/Berlin")
+	for _, zone := range []string{"Europe/Berlin", "America/New_York"} {
+		t.Run(zone, func(t *testing.T) { curlBlockStamps(t, zone) })
+	}
+}
+
+func curlBlockStamps(t *testing.T, zone string) {
+	loc, err := time.LoadLocation(zone)
 	if err != nil {
-		t.Skipf("no zone Europe/Berlin: %v", err)
+		t.Skipf("no zone %s: %v", zone, err)
 	}
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -420,7 +427,7 @@ func TestCurlManualBlockStamps(t *testing.T) {
 	upPort := ln.Addr().(*net.TCPAddr).Port
 
 	dir := t.TempDir()
-	d := startDaemonEnv(t, []string{"TZ=Europe/Berlin"}, "-P", fmt.Sprintf("%d@127.0.0.1", upPort), "-f", dir+"/prot", "-M", "-t", "1")
+	d := startDaemonEnv(t, []string{"TZ=" + zone}, "-P", fmt.Sprintf("%d@127.0.0.1", upPort), "-f", dir+"/prot", "-M", "-t", "1")
 	before := time.Now()
 	got := run(t, "curl", "--silent", "--show-error", "--http1.1", fmt.Sprintf("http://127.0.0.1:%d/", d.port))
 	after := time.Now()
@@ -469,7 +476,7 @@ func TestCurlManualBlockStamps(t *testing.T) {
 		t.Fatalf("ISO line %q: %v", blocks[0].iso, err)
 	}
 	if want := iso.In(loc).Format(isoLayout); blocks[0].iso != want {
-		t.Errorf("ISO line %q; want %q (Europe/Berlin's offset)", blocks[0].iso, want)
+		t.Errorf("ISO line %q; want %q (%s's offset)", blocks[0].iso, want, zone)
 	}
 	if iso.Before(before.Truncate(time.Second)) || iso.After(after) {
 		t.Errorf("ISO line %s outside the test's window", blocks[0].iso)

@@ -76,11 +76,11 @@ func TestPlantedNamesLeftAlone(t *testing.T) {
 }
 
 // TestEMFILEWhileRecording: with 64 descriptors and -l -f, 80 clients at
-// once run the daemon out of descriptors at accept, at the dial and at the
-// data file. Whatever fails, nothing is forwarded unrecorded: every
-// payload the destination received is in an ok session's data file, every
-// session has one line, and each failure is one of the documented
-// outcomes.
+// once run the daemon out of descriptors at accept, at the dial, at the
+// data file and at the splice pipe of the unrecorded direction. Whatever
+// fails, nothing is forwarded unrecorded: every payload the destination
+// received is in a data file, every session has one line, and each failure
+// is one of the documented outcomes.
 func TestEMFILEWhileRecording(t *testing.T) {
 	need(t, "prlimit")
 	const n = 80
@@ -114,15 +114,18 @@ func TestEMFILEWhileRecording(t *testing.T) {
 		}
 		outcomes[f[1]]++
 		switch f[1] {
-		case "ok":
+		case "ok", "connect-failed", "record-error", "aborted":
+		default:
+			t.Errorf("log line %q: unexpected outcome", l)
+		}
+		if f[2] != "-" {
 			b, err := os.ReadFile(f[2])
 			if err != nil {
 				t.Errorf("%s: %v", l, err)
 			}
 			recorded[string(b)] = true
-		case "connect-failed", "record-error", "aborted":
-		default:
-			t.Errorf("log line %q: unexpected outcome", l)
+		} else if f[1] == "ok" || f[1] == "aborted" {
+			t.Errorf("log line %q: a relayed session without a data file", l)
 		}
 	}
 	up.close() // every handler has reported
@@ -134,12 +137,17 @@ func TestEMFILEWhileRecording(t *testing.T) {
 		}
 		forwarded++
 		if !recorded[string(r.data)] {
-			t.Errorf("the destination got %q, which no ok session's data file holds", r.data)
+			t.Errorf("the destination got %q, which no data file holds", r.data)
 		}
 	}
 	t.Logf("outcomes %v; %d payloads forwarded, each recorded", outcomes, forwarded)
-	if forwarded == 0 || outcomes["ok"] != forwarded {
-		t.Errorf("%d ok sessions, %d payloads forwarded; want the same, more than none", outcomes["ok"], forwarded)
+	for _, l := range d.logLines("connection") {
+		if strings.Contains(l, " outcome=aborted ") {
+			t.Logf("%s", l)
+		}
+	}
+	if outcomes["ok"] == 0 || forwarded < outcomes["ok"] {
+		t.Errorf("%d ok sessions, %d payloads forwarded; want some ok, each forwarded", outcomes["ok"], forwarded)
 	}
 }
 
