@@ -21,6 +21,10 @@ fuzz seconds="20":
     go test -run '^$' -fuzz FuzzParsePortAt -fuzztime {{seconds}}s ./proxy/
     go test -run '^$' -fuzz FuzzCompile -fuzztime {{seconds}}s ./connlog/
     go test -run '^$' -fuzz FuzzRoundTrip -fuzztime {{seconds}}s ./recorder/
+    go test -run '^$' -fuzz FuzzNormaliseArgs -fuzztime {{seconds}}s .
+    go test -run '^$' -fuzz FuzzReadBack -fuzztime {{seconds}}s ./playback/
+    go test -run '^$' -fuzz FuzzSplit -fuzztime {{seconds}}s ./playback/
+    go test -run '^$' -fuzz FuzzSQL -fuzztime {{seconds}}s ./playback/
 
 # The side-by-side benchmark against a direct connection and the peers.
 bench:
