@@ -28,8 +28,10 @@ func (e *countingEcho) handle(c *net.TCPConn) {
 // address, no data file — and the destination never sees a connection
 // for it.
 func TestAllowListMatrix(t *testing.T) {
+	ipv6 := true
 	if l, err := net.Listen("tcp6", "[::1]:0"); err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		t.Logf("no IPv6 loopback (%v): the ::1 clients are left out", err)
+		ipv6 = false
 	} else {
 		l.Close()
 	}
@@ -68,6 +70,17 @@ func TestAllowListMatrix(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if !ipv6 {
+				var v4 []client
+				for _, c := range tt.clients {
+					if !strings.Contains(c.from, ":") {
+						v4 = append(v4, c)
+					}
+				}
+				if tt.clients = v4; len(v4) == 0 {
+					t.Skip("IPv6 clients only, and no IPv6 loopback")
+				}
+			}
 			dir := t.TempDir()
 			up := &countingEcho{}
 			u := startUpstream(t, up.handle)

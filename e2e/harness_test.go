@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // binary is the ipprotd under test, built by TestMain.
@@ -78,6 +80,11 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	runAtExit()
 	os.RemoveAll(dir)
+	// Every test's servers and clients ended with it.
+	if err := goleak.Find(); err != nil && code == 0 {
+		fmt.Fprintln(os.Stderr, "goleak:", err)
+		code = 1
+	}
 	os.Exit(code)
 }
 
