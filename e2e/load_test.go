@@ -577,7 +577,7 @@ func TestLoadThousandSessions(t *testing.T) {
 	after := settle(t, d.pid(), before.fds)
 	t.Logf("%d sessions, all at once, in %v; before: %v; peak: %v; after: %v",
 		n, took.Round(time.Millisecond), before, peak, after)
-	if after.fds != before.fds {
+	if after.fds > before.fds { // fewer: a warm-up hook's pipe was still open before
 		t.Errorf("the daemon holds %d descriptors after the load; want the %d of before: %s", after.fds, before.fds, fdTargets(d.pid()))
 	}
 
@@ -637,7 +637,7 @@ func TestLoadThousandSessions(t *testing.T) {
 			peak := s.end()
 			u := settle(t, d.pid(), before.fds)
 			t.Logf("round %d of %d sessions: peak %v; after %v", round, n, peak, u)
-			if u.fds != before.fds {
+			if u.fds > before.fds {
 				t.Errorf("the daemon holds %d descriptors after round %d; want %d", u.fds, round, before.fds)
 			}
 			rounds = append(rounds, u)
