@@ -584,7 +584,7 @@ func TestDiskFull(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("A: sent until %v; recorded %d bytes, forwarded %d", werr, len(rec), len(ra.data))
+		t.Logf("A: sent until %v; recorded %d bytes, forwarded %d; line %q", werr, len(rec), len(ra.data), line)
 		if !bytes.Equal(rec, body[:len(rec)]) {
 			t.Errorf("the recording is not a prefix of what was sent")
 		}
