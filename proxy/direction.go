@@ -28,12 +28,15 @@ type direction struct {
 	dir      recorder.Direction
 	src, dst *net.TCPConn
 	srcRaw   syscall.RawConn
-	count    *int64 // bytes written to dst; read by the session once both ended
-	spliced  bool
-	sp       splicer     // when spliced
-	br       blockReader // otherwise
-	parkAt   time.Time   // the read deadline set to notice idleness
-	noPark   bool        // parking failed once: wait on the goroutine
+	// count is the facts' byte count of this direction: bytes read from
+	// the client (In), bytes written to it (Out). The session reads it once
+	// both directions ended.
+	count   *int64
+	spliced bool
+	sp      splicer     // when spliced
+	br      blockReader // otherwise
+	parkAt  time.Time   // the read deadline set to notice idleness
+	noPark  bool        // parking failed once: wait on the goroutine
 
 	mu    sync.Mutex // guards state and parkID against the parker and cancel
 	state dirState
@@ -97,14 +100,21 @@ func (d *direction) run() {
 func (d *direction) step() error {
 	d.armPark()
 	if d.spliced {
-		n, writeErr, err := d.sp.move()
-		*d.count += int64(n)
+		read, written, writeErr, err := d.sp.move()
+		*d.count += int64(d.counted(read, written))
 		switch {
 		case err == nil:
 		case err == io.EOF:
 			return err
 		case !writeErr && errors.Is(err, os.ErrDeadlineExceeded):
 			return errPark
+		case errors.Is(err, errNoPipe):
+			// Out of descriptors for a pipe: copy through a buffer, which
+			// needs none, rather than fail the session.
+			d.spliced = false
+			d.br.init(d.srcRaw, &d.ss.srv.bufPool)
+			d.ss.srv.log.Warn("splice unavailable, copying instead", "conn", d.ss.facts.N, "err", err)
+			return nil
 		case writeErr:
 			return fmt.Errorf("write to %s: %w", d.ss.side(d.dst), err)
 		default:
@@ -124,17 +134,30 @@ func (d *direction) step() error {
 		return fmt.Errorf("read from %s: %w", d.ss.side(d.src), err)
 	}
 	d.ss.touch()
+	if d.dir == recorder.In {
+		*d.count += int64(len(p))
+	}
 	if err := d.ss.record(d.dir, p); err != nil {
 		d.br.release()
 		return err
 	}
 	n, err := d.dst.Write(p)
-	*d.count += int64(n)
+	if d.dir == recorder.Out {
+		*d.count += int64(n)
+	}
 	d.br.release()
 	if err != nil {
 		return fmt.Errorf("write to %s: %w", d.ss.side(d.dst), err)
 	}
 	return nil
+}
+
+// counted is what a chunk adds to the direction's count.
+func (d *direction) counted(read, written int) int {
+	if d.dir == recorder.In {
+		return read
+	}
+	return written
 }
 
 // armPark sets the read deadline at which the direction parks, renewing

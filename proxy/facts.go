@@ -42,7 +42,9 @@ type Facts struct {
 	Dest    netip.AddrPort // the dialed destination; zero if none was dialed
 	OutHost string         // the destination host as configured (a name or an address)
 	OutPort uint16         // the destination port as configured
-	BytesIn int64          // bytes received from the establisher
+	// BytesIn is the number of bytes received from the establisher, also
+	// those an early end kept from reaching the destination.
+	BytesIn int64
 	// BytesOut is the number of bytes written to the establisher.
 	BytesOut int64
 	File     string // the data file's path; "" if there is none

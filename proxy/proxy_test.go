@@ -634,6 +634,39 @@ func TestRecordErrorEndsSession(t *testing.T) {
 	if rec.closed != 1 {
 		t.Errorf("recorder closed %d times; want 1", rec.closed)
 	}
+	// %r counts what the client sent, also the block that never went on.
+	if f.BytesIn != 6 || f.BytesOut != 0 {
+		t.Errorf("in %d out %d; want 6 received from the client, 0 written to it", f.BytesIn, f.BytesOut)
+	}
+}
+
+// TestSpliceWithoutPipes: when no pipe can be had (descriptors ran out),
+// a direction copies through a buffer instead of failing.
+func TestSpliceWithoutPipes(t *testing.T) {
+	h := newHarness(t, "tcp4", Config{})
+	h.srv.pipes.mu.Lock()
+	for _, p := range h.srv.pipes.free {
+		p.close()
+	}
+	h.srv.pipes.free = nil
+	h.srv.pipes.create = func(int) (*pipe, int, error) { return nil, 0, syscall.EMFILE }
+	h.srv.pipes.mu.Unlock()
+	client := h.dial()
+	server := h.accept()
+	up, down := randomBytes(t, 1<<20), randomBytes(t, 1<<20)
+	errc := make(chan error, 2)
+	go sendAndClose(client, up, errc)
+	go sendAndClose(server, down, errc)
+	gotUp, _ := io.ReadAll(server)
+	gotDown, _ := io.ReadAll(client)
+	<-errc
+	<-errc
+	if !bytes.Equal(gotUp, up) || !bytes.Equal(gotDown, down) {
+		t.Errorf("data changed on the way: up %d/%d down %d/%d bytes", len(gotUp), len(up), len(gotDown), len(down))
+	}
+	if f := h.wait(); f.Outcome != OK || f.BytesIn != int64(len(up)) || f.BytesOut != int64(len(down)) {
+		t.Errorf("%v (%v) in %d out %d; want ok %d %d", f.Outcome, f.Err, f.BytesIn, f.BytesOut, len(up), len(down))
+	}
 }
 
 func TestRecordErrorContinue(t *testing.T) {

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -37,32 +39,41 @@ func (s *splicer) init(src syscall.RawConn, dst *net.TCPConn, pipes *pipePool, m
 }
 
 // move transfers the next chunk from src to dst and returns its size, or
-// io.EOF once src has ended. A write error is returned with errWrite set.
-func (s *splicer) move() (n int, writeErr bool, err error) {
+// io.EOF once src has ended: the bytes it read from src and wrote to dst.
+// A write error is returned with writeErr set; errNoPipe (wrapped) means
+// no pipe could be had and nothing was read.
+func (s *splicer) move() (read, written int, writeErr bool, err error) {
 	s.err = nil
 	if err := s.src.Read(s.readFn); err != nil {
 		s.release()
-		return 0, false, err
+		return 0, 0, false, err
 	}
 	if s.err != nil {
 		s.release()
-		return 0, false, os.NewSyscallError("splice", s.err)
+		if errors.Is(s.err, errNoPipe) {
+			return 0, 0, false, s.err
+		}
+		return 0, 0, false, os.NewSyscallError("splice", s.err)
 	}
 	if s.inPipe == 0 {
 		s.release()
-		return 0, false, io.EOF
+		return 0, 0, false, io.EOF
 	}
-	n = s.inPipe
+	read = s.inPipe
 	if err := s.dst.Write(s.writeFn); err != nil {
 		s.release()
-		return n - s.inPipe, true, err
+		return read, read - s.inPipe, true, err
 	}
 	if s.err != nil {
 		s.release()
-		return n - s.inPipe, true, os.NewSyscallError("splice", s.err)
+		return read, read - s.inPipe, true, os.NewSyscallError("splice", s.err)
 	}
-	return n, false, nil
+	return read, read, false, nil
 }
+
+// errNoPipe is wrapped by move when no pipe could be created (descriptors
+// ran out): the direction then copies through a buffer instead.
+var errNoPipe = errors.New("no pipe for splice")
 
 // readFD splices what the socket holds into the pipe; it returns false to
 // wait for the socket to become readable, having given the pipe back.
@@ -70,7 +81,7 @@ func (s *splicer) readFD(fd uintptr) bool {
 	if s.p == nil {
 		p, err := s.pipes.get()
 		if err != nil {
-			s.err = err
+			s.err = fmt.Errorf("%w: %w", errNoPipe, err)
 			return true
 		}
 		s.p = p
@@ -143,6 +154,8 @@ type pipePool struct {
 	free   []*pipe
 	closed bool // pipes given back are closed
 	held   int  // pipes taken and not given back
+	// create makes a new pipe; nil means newPipe (tests make it fail).
+	create func(size int) (*pipe, int, error)
 }
 
 // maxFreePipes bounds the idle pipes kept: two descriptors each.
@@ -170,8 +183,12 @@ func (pp *pipePool) get() (*pipe, error) {
 		pp.mu.Unlock()
 		return p, nil
 	}
+	create := pp.create
 	pp.mu.Unlock()
-	p, _, err := newPipe(pp.size)
+	if create == nil {
+		create = newPipe
+	}
+	p, _, err := create(pp.size)
 	if err != nil {
 		pp.drop()
 	}
