@@ -19,9 +19,9 @@ WORK=$(mktemp -d /tmp/ipprot-bench.XXXXXX)
 . "$BENCH/lib.sh"
 
 if [[ ${QUICK:-0} == 1 ]]; then
-    ROUNDS=${ROUNDS:-1} SECS=1 IDLE_N=1000 SOCAT_IDLE_N=100 ACTIVE_N=200 ACTIVE_SECS=2
+    ROUNDS=${ROUNDS:-1} SECS=1 IDLE_N=1000 NAIVE_IDLE_N=500 SOCAT_IDLE_N=100 ACTIVE_N=200 ACTIVE_SECS=2
 else
-    ROUNDS=${ROUNDS:-3} SECS=2 IDLE_N=9000 SOCAT_IDLE_N=500 ACTIVE_N=1000 ACTIVE_SECS=5
+    ROUNDS=${ROUNDS:-3} SECS=2 IDLE_N=9000 NAIVE_IDLE_N=3000 SOCAT_IDLE_N=500 ACTIVE_N=1000 ACTIVE_SECS=5
 fi
 WRK_CONNS=64
 TRICKLE=200ms
@@ -121,7 +121,13 @@ hold_conns() {
 }
 
 release_conns() {
+    local i
     kill "$HOLD_PID" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$HOLD_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$HOLD_PID" 2>/dev/null || true
     wait "$HOLD_PID" 2>/dev/null || true
     HOLD_PID=
 }
@@ -253,7 +259,7 @@ Loads, all on 127.0.0.1, client and backend in processes of their own:
 - **throughput, SQL text**: \`loadgen blast\`, 1 stream for $SECS s of varied SQL statements (compressible about fivefold by gzip); the receiver's count over the time to the last byte.
 - **compression bound**: \`loadgen codec\`, the same two payloads compressed to /dev/null for $SECS s: pgzip with its defaults (1 MiB blocks on all CPUs), klauspost flate level 6 on one CPU (the codec the recorder drives), dsnet bzip2 -9 on one CPU. The -L -f -z goal reads the recorded figure against pgzip alone on the same payload.
 - **connections/s**: \`wrk -t1 -c$WRK_CONNS -H 'Connection: close'\` for a 170-byte page from nginx, a new connection per request; **keep-alive**: the same without the header.
-- **RSS per idle connection**: $IDLE_N connections (socat: $SOCAT_IDLE_N, one process each) opened through a freshly started proxy, each after one echo round trip; (VmRSS with them − VmRSS before) / N, summed over all processes of the proxy (nginx workers, socat children).
+- **RSS per idle connection**: $IDLE_N connections opened through a freshly started proxy, each after one echo round trip; (VmRSS with them − VmRSS before) / N, summed over all processes of the proxy (nginx workers, socat children). Fewer for two: socat $SOCAT_IDLE_N (a process of 2.6 MB each), naive Go $NAIVE_IDLE_N (Go's io.Copy splice holds a pipe, 2 fds, per direction even while idle: 6 fds a connection, so 9,000 do not fit 20,000 open files).
 - **RSS per active connection**: $ACTIVE_N connections, each sending a 120-byte SQL line and reading its echo every $TRICKLE, measured after ${ACTIVE_SECS} s.
 - naive Go: bench/naivego, io.Copy both ways (splice); tee-to-file and tee-to-pgzip write both directions of each connection to a file of its own.
 - ipprotd runs with its defaults (\`-b 300000\`); -L records both directions. Peers' configs: bench/haproxy.cfg, bench/nginx-stream.conf, socat \`TCP-LISTEN:…,fork,reuseaddr,backlog=4096 TCP:…\`.
@@ -276,7 +282,7 @@ main() {
     local tput=("${peers_all[@]}" ipprotd ipprotd-Lf ipprotd-Lz ipprotd-Lj)
     local sql=(direct haproxy-splice naive naive-tee-file naive-tee-pgzip ipprotd ipprotd-Lf ipprotd-Lz ipprotd-Lj)
     local web=("${peers_all[@]}" ipprotd ipprotd-Lfc ipprotd-Lz)
-    local idle=(haproxy-splice haproxy nginx naive ipprotd)
+    local idle=(haproxy-splice haproxy nginx ipprotd)
     local active=(ipprotd ipprotd-Lz naive-tee-pgzip)
 
     for ((r = 1; r <= ROUNDS; r++)); do
@@ -292,6 +298,7 @@ main() {
         run_load connrate "wrk Connection: close" "$r" measure_wrk close -- "${web[@]}"
         run_load keepalive "wrk keep-alive" "$r" measure_wrk keepalive -- "${web[@]}"
         run_load idle "$IDLE_N idle" "$r" measure_rss "$IDLE_N" 0 1 -- "${idle[@]}"
+        run_load idle "$IDLE_N idle" "$r" measure_rss "$NAIVE_IDLE_N" 0 1 -- naive
         run_load idle "$IDLE_N idle" "$r" measure_rss "$SOCAT_IDLE_N" 0 1 -- socat
         run_load active "$ACTIVE_N trickling" "$r" measure_rss "$ACTIVE_N" "$TRICKLE" "$ACTIVE_SECS" -- "${active[@]}"
     done

@@ -21,6 +21,7 @@ func hold(args []string) error {
 	n := fs.Int("n", 1000, "connections to open")
 	trickle := fs.Duration("trickle", 0, "if not zero, each connection sends a line and reads its echo this often")
 	conc := fs.Int("dial-conc", 64, "connections being opened at once")
+	openFor := fs.Duration("open-timeout", 60*time.Second, "stop opening connections after this long; the rest count as failed")
 	maxHold := fs.Duration("max", 10*time.Minute, "give up holding after this long")
 	fs.Parse(args)
 
@@ -28,6 +29,8 @@ func hold(args []string) error {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *maxHold)
 	defer cancel()
+	openCtx, cancelOpen := context.WithTimeout(ctx, *openFor)
+	defer cancelOpen()
 
 	conns := make([]net.Conn, *n)
 	var failed atomic.Int64
@@ -35,9 +38,15 @@ func hold(args []string) error {
 	sem := make(chan struct{}, *conc)
 	var wg sync.WaitGroup
 	for i := range conns {
-		sem <- struct{}{}
+		select {
+		case sem <- struct{}{}:
+		case <-openCtx.Done():
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, fmt.Errorf("not opened: %w", context.Cause(openCtx)))
+			continue
+		}
 		wg.Add(1)
-		go openOne(*addr, &conns[i], &failed, &firstErr, sem, &wg)
+		go openOne(openCtx, *addr, &conns[i], &failed, &firstErr, sem, &wg)
 	}
 	wg.Wait()
 	if err, ok := firstErr.Load().(error); ok {
@@ -67,10 +76,10 @@ func hold(args []string) error {
 
 // openOne opens a connection through to the echo server and proves it with
 // one round trip, so that the proxy has seen data both ways.
-func openOne(addr string, slot *net.Conn, failed *atomic.Int64, firstErr *atomic.Value, sem chan struct{}, wg *sync.WaitGroup) {
+func openOne(ctx context.Context, addr string, slot *net.Conn, failed *atomic.Int64, firstErr *atomic.Value, sem chan struct{}, wg *sync.WaitGroup) {
 	defer wg.Done()
 	defer func() { <-sem }()
-	c, err := roundTrip(addr)
+	c, err := roundTrip(ctx, addr)
 	if err != nil {
 		failed.Add(1)
 		firstErr.CompareAndSwap(nil, err)
@@ -79,12 +88,15 @@ func openOne(addr string, slot *net.Conn, failed *atomic.Int64, firstErr *atomic
 	*slot = c
 }
 
-func roundTrip(addr string) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+// roundTrip dials addr and proves the connection with one echo; each step
+// has 10 s.
+func roundTrip(ctx context.Context, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	c.SetDeadline(time.Now().Add(30 * time.Second))
+	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Write([]byte("ECHO\nhello\n")); err != nil {
 		c.Close()
 		return nil, err

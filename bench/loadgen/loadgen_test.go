@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"testing"
@@ -133,7 +134,7 @@ func TestServeDown(t *testing.T) {
 
 func TestServeEcho(t *testing.T) {
 	addr := startServer(t)
-	c, err := roundTrip(addr)
+	c, err := roundTrip(context.Background(), addr)
 	if err != nil {
 		t.Fatal(err)
 	}
