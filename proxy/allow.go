@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -53,7 +54,7 @@ func (l *AllowList) Allows(addr netip.Addr) bool {
 // interfaces.
 func ParseAllow(s string) (netip.Prefix, error) {
 	if s == "" {
-		return netip.Prefix{}, fmt.Errorf("empty address")
+		return netip.Prefix{}, errors.New("empty address")
 	}
 	if strings.Contains(s, "%") {
 		return netip.Prefix{}, fmt.Errorf("%q: zones are not allowed (give the address alone)", s)

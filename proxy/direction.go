@@ -28,6 +28,7 @@ type direction struct {
 	dir      recorder.Direction
 	src, dst *net.TCPConn
 	srcRaw   syscall.RawConn
+	dstRaw   syscall.RawConn
 	// count is the facts' byte count of this direction: bytes read from
 	// the client (In), bytes written to it (Out). The session reads it once
 	// both directions ended.
@@ -37,6 +38,12 @@ type direction struct {
 	br      blockReader // otherwise
 	parkAt  time.Time   // the read deadline set to notice idleness
 	noPark  bool        // parking failed once: wait on the goroutine
+
+	// The block being written (write, writeFD).
+	wbuf    []byte
+	wn      int
+	werr    error
+	writeFn func(fd uintptr) bool // d.writeFD, bound once
 
 	mu    sync.Mutex // guards state and parkID against the parker and cancel
 	state dirState
@@ -62,9 +69,17 @@ func (d *direction) init(ss *session, dir recorder.Direction, src, dst *net.TCPC
 	if d.srcRaw, err = src.SyscallConn(); err != nil {
 		return err
 	}
+	if d.dstRaw, err = dst.SyscallConn(); err != nil {
+		return err
+	}
+	d.writeFn = d.writeFD
 	d.spliced = ss.rec == nil || !ss.rec.Wants(dir)
 	if d.spliced {
-		return d.sp.init(d.srcRaw, dst, ss.srv.pipes, ss.srv.cfg.BufferSize)
+		d.sp.init(d.srcRaw, d.dstRaw, ss.srv.pipes, ss.srv.cfg.BufferSize)
+		if ss.srv.cfg.IdleTimeout > 0 {
+			d.sp.progress = ss.touch
+		}
+		return nil
 	}
 	d.br.init(d.srcRaw, &ss.srv.bufPool)
 	return nil
@@ -113,7 +128,7 @@ func (d *direction) step() error {
 			// needs none, rather than fail the session.
 			d.spliced = false
 			d.br.init(d.srcRaw, &d.ss.srv.bufPool)
-			d.ss.srv.log.Warn("splice unavailable, copying instead", "conn", d.ss.facts.N, "err", err)
+			d.ss.srv.warnRarely("splice unavailable, copying instead", "conn", d.ss.facts.N, "err", err)
 			return nil
 		case writeErr:
 			return fmt.Errorf("write to %s: %w", d.ss.side(d.dst), err)
@@ -141,7 +156,7 @@ func (d *direction) step() error {
 		d.br.release()
 		return err
 	}
-	n, err := d.dst.Write(p)
+	n, err := d.write(p)
 	if d.dir == recorder.Out {
 		*d.count += int64(n)
 	}
@@ -150,6 +165,40 @@ func (d *direction) step() error {
 		return fmt.Errorf("write to %s: %w", d.ss.side(d.dst), err)
 	}
 	return nil
+}
+
+// write writes p whole to dst and returns how much it wrote. Every piece
+// the socket takes counts as activity for the idle timeout, so a slow but
+// steady reader is not taken for an idle one.
+func (d *direction) write(p []byte) (int, error) {
+	d.wbuf, d.wn, d.werr = p, 0, nil
+	err := d.dstRaw.Write(d.writeFn)
+	n := d.wn
+	if err == nil && d.werr != nil {
+		err = os.NewSyscallError("write", d.werr)
+	}
+	d.wbuf = nil // p goes back to the pool
+	return n, err
+}
+
+// writeFD writes what is left of the block; it returns false to wait for
+// the socket to become writable.
+func (d *direction) writeFD(fd uintptr) bool {
+	for d.wn < len(d.wbuf) {
+		n, err := syscall.Write(int(fd), d.wbuf[d.wn:])
+		switch err {
+		case nil:
+			d.wn += n
+			d.ss.touch()
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			d.werr = err
+			return true
+		}
+	}
+	return true
 }
 
 // counted is what a chunk adds to the direction's count.
@@ -187,9 +236,12 @@ func (d *direction) park() bool {
 	}
 	id, err := d.ss.srv.parker.add(d)
 	if err != nil {
+		if d.ss.cause.Load() != nil {
+			return false // cancelled meanwhile: its socket was closed under add
+		}
 		d.noPark = true
 		d.src.SetReadDeadline(time.Time{})
-		d.ss.srv.log.Warn("cannot park an idle connection; it keeps its goroutine", "conn", d.ss.facts.N, "err", err)
+		d.ss.srv.warnRarely("cannot park an idle connection; it keeps its goroutine", "conn", d.ss.facts.N, "err", err)
 		return false
 	}
 	d.state, d.parkID = parked, id

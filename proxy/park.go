@@ -20,60 +20,70 @@ import (
 // be added or removed by mistake. A socket closed while parked leaves the
 // epoll set by itself.
 type parker struct {
-	once    sync.Once
-	initErr error
-	ep      *os.File
-	epRaw   syscall.RawConn
-	done    chan struct{} // closed when loop returns
+	// Set once by start, under mu, and never changed.
+	ep    *os.File
+	epfd  int // ep's descriptor
+	epRaw syscall.RawConn
+	done  chan struct{} // closed when loop returns
 
 	mu     sync.Mutex
+	closed bool
 	nextID uint64
 	parked map[uint64]*direction
 }
 
-// start creates the epoll instance and the goroutine that waits on it.
-func (p *parker) start() {
+var errParkerClosed = errors.New("parker closed")
+
+// start creates the epoll instance and the goroutine that waits on it, if
+// that was not done yet. A failure (descriptors ran out) is not kept: the
+// next park tries again. p.mu is held.
+func (p *parker) start() error {
+	if p.closed {
+		return errParkerClosed
+	}
+	if p.ep != nil {
+		return nil
+	}
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
-		p.initErr = os.NewSyscallError("epoll_create1", err)
-		return
+		return os.NewSyscallError("epoll_create1", err)
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
-		p.initErr = os.NewSyscallError("fcntl", err)
-		return
+		return os.NewSyscallError("fcntl", err)
 	}
-	p.ep = os.NewFile(uintptr(fd), "parker")
-	if p.epRaw, err = p.ep.SyscallConn(); err != nil {
-		p.ep.Close()
-		p.initErr = err
-		return
+	ep := os.NewFile(uintptr(fd), "parker")
+	raw, err := ep.SyscallConn()
+	if err != nil {
+		ep.Close()
+		return err
 	}
-	p.mu.Lock()
+	p.ep, p.epfd, p.epRaw = ep, fd, raw
 	p.parked = make(map[uint64]*direction)
-	p.mu.Unlock()
 	p.done = make(chan struct{})
 	go p.loop()
+	return nil
 }
 
 // add watches d's source for readability and returns d's key. d.mu is
 // held.
 func (p *parker) add(d *direction) (uint64, error) {
-	p.once.Do(p.start)
-	if p.initErr != nil {
-		return 0, p.initErr
-	}
 	p.mu.Lock()
+	if err := p.start(); err != nil {
+		p.mu.Unlock()
+		return 0, err
+	}
 	p.nextID++
 	id := p.nextID
 	p.parked[id] = d
+	epfd := p.epfd
 	p.mu.Unlock()
 
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
 	ev.Fd, ev.Pad = int32(uint32(id)), int32(uint32(id>>32))
 	var err error
 	cerr := d.srcRaw.Control(func(fd uintptr) {
-		err = unix.EpollCtl(p.epfd(), unix.EPOLL_CTL_ADD, int(fd), &ev)
+		err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 	})
 	if err = errors.Join(cerr, err); err != nil {
 		p.mu.Lock()
@@ -88,14 +98,13 @@ func (p *parker) add(d *direction) (uint64, error) {
 func (p *parker) remove(d *direction) {
 	p.mu.Lock()
 	delete(p.parked, d.parkID)
+	epfd := p.epfd
 	p.mu.Unlock()
 	// A closed socket has left the set already (Control then fails).
 	d.srcRaw.Control(func(fd uintptr) {
-		unix.EpollCtl(p.epfd(), unix.EPOLL_CTL_DEL, int(fd), nil)
+		unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
 	})
 }
-
-func (p *parker) epfd() int { return int(p.ep.Fd()) }
 
 // loop wakes the directions whose sources became readable until the
 // parker is closed.
@@ -124,14 +133,15 @@ func (p *parker) loop() {
 	}
 }
 
-var errParkerClosed = errors.New("parker closed")
-
 // close stops the parker once no direction is parked.
 func (p *parker) close() {
-	p.once.Do(func() { p.initErr = errParkerClosed }) // a parker never started stays so
-	if p.ep == nil {
+	p.mu.Lock()
+	ep, done := p.ep, p.done
+	p.closed = true
+	p.mu.Unlock()
+	if ep == nil {
 		return
 	}
-	p.ep.Close()
-	<-p.done
+	ep.Close()
+	<-done
 }

@@ -131,6 +131,9 @@ type Server struct {
 	// the direction gives up its goroutine (defaultParkAfter; tests lower
 	// it).
 	parkAfter time.Duration
+	epoch     time.Time     // for since
+	lastWarn  atomic.Int64  // since() of the last warnRarely
+	closed    chan struct{} // closed by Shutdown: ends the accept back-off
 
 	// abortCtx is cancelled to abort every session still running.
 	abortCtx context.Context
@@ -153,7 +156,7 @@ func New(cfg Config) *Server {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, dial: cfg.Dial, parkAfter: defaultParkAfter}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, dial: cfg.Dial, parkAfter: defaultParkAfter, epoch: time.Now(), closed: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -170,6 +173,10 @@ func New(cfg Config) *Server {
 	s.abortCtx, s.abort = context.WithCancelCause(context.Background())
 	return s
 }
+
+// since returns the time since New on the monotonic clock, for timeouts
+// that a step of the wall clock must not trigger.
+func (s *Server) since() time.Duration { return time.Since(s.epoch) }
 
 // Active returns the number of sessions running now.
 func (s *Server) Active() int { return int(s.active.Load()) }
@@ -214,7 +221,10 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			s.log.Warn("accept failed, retrying", "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
+			select {
+			case <-time.After(backoff):
+			case <-s.closed:
+			}
 			continue
 		}
 		backoff = 0
@@ -256,6 +266,9 @@ func temporary(err error) bool {
 // reports, and returns ctx.Err(). Shutdown may be called more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closing {
+		close(s.closed)
+	}
 	s.closing = true
 	if s.ln != nil {
 		s.ln.Close()
@@ -284,6 +297,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) waitSessions(done chan<- struct{}) {
 	s.sessions.Wait()
 	close(done)
+}
+
+// warnRarely logs a degradation (descriptors ran out for a pipe or the
+// parker), at most once every ten seconds however many sessions meet it.
+func (s *Server) warnRarely(msg string, args ...any) {
+	now := int64(s.since())
+	last := s.lastWarn.Load()
+	if last != 0 && now-last < int64(10*time.Second) || !s.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn(msg, args...)
 }
 
 // logEnd writes the daemon's line about an ended connection.

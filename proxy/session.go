@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ipprot/ipprot/recorder"
 )
 
@@ -38,11 +40,12 @@ type session struct {
 	server *net.TCPConn
 	facts  Facts
 
-	rec    Recorder
-	recOff atomic.Bool  // recording given up (ContinueOnRecordError)
-	recErr atomic.Value // error: the first recording error, when recOff
-	lastIO atomic.Int64 // UnixNano of the last block, for IdleTimeout
-	idle   *time.Timer
+	rec        Recorder
+	recOff     atomic.Bool  // recording given up (ContinueOnRecordError)
+	recErr     atomic.Value // error: the first recording error, when recOff
+	lastIO     atomic.Int64 // when bytes last moved, as Server.since, for IdleTimeout
+	lastQueues [2]int       // the send queues at the last idle check (checkIdle only)
+	idle       *time.Timer
 
 	// cause is why the session must end now: the first error of a
 	// direction, a recording error, the idle timeout or the server's abort.
@@ -71,7 +74,7 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		return
 	}
 	if ss.srv.cfg.IdleTimeout > 0 {
-		ss.lastIO.Store(time.Now().UnixNano())
+		ss.lastIO.Store(int64(s.since()))
 		ss.idle = time.AfterFunc(ss.srv.cfg.IdleTimeout, ss.checkIdle)
 	}
 	in, out := &ss.dirs[recorder.In], &ss.dirs[recorder.Out]
@@ -94,16 +97,20 @@ func (s *Server) serveConn(c *net.TCPConn) {
 // a session that ends before it relays.
 func (ss *session) start() (Outcome, error) {
 	s := ss.srv
-	if n := s.active.Add(1); s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns) {
-		resetClose(ss.client)
-		return Rejected, errMaxConns
-	}
+	n := s.active.Add(1) // report takes it back
 	if !s.cfg.Allow.Allows(ss.facts.Client.Addr()) {
 		resetClose(ss.client)
 		return Rejected, errNotAllow
 	}
+	if s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns) {
+		resetClose(ss.client)
+		return Rejected, errMaxConns
+	}
 	if err := ss.dial(); err != nil {
 		resetClose(ss.client)
+		if context.Cause(s.abortCtx) != nil {
+			return Aborted, err // a forced stop cut the dial short
+		}
 		return ConnectFailed, err
 	}
 	if err := ss.openRecorder(); err != nil {
@@ -139,18 +146,21 @@ func (ss *session) end() {
 		ss.client.Close()
 		ss.server.Close()
 	}
+	// A recording that is incomplete makes the outcome record-error, also
+	// when something else ended the session first: the audit must not take
+	// the file for complete up to a reset.
+	var recErr error
 	if ss.rec != nil {
 		if err := ss.rec.Close(); err != nil {
-			ss.noteRecordError(err)
-			if reason == nil {
-				reason = &RecordingError{Err: err}
-			}
+			recErr = &RecordingError{Err: err}
 		}
 	}
-	if reason == nil {
-		if err, _ := ss.recErr.Load().(error); err != nil {
-			reason = err
-		}
+	if recErr == nil {
+		recErr, _ = ss.recErr.Load().(error)
+	}
+	var re *RecordingError
+	if recErr != nil && !errors.As(reason, &re) {
+		reason = errors.Join(recErr, reason)
 	}
 	ss.report(outcomeOf(reason), reason)
 }
@@ -231,7 +241,7 @@ func (ss *session) openRecorder() error {
 // touch notes that bytes moved, for the idle timeout.
 func (ss *session) touch() {
 	if ss.srv.cfg.IdleTimeout > 0 {
-		ss.lastIO.Store(time.Now().UnixNano())
+		ss.lastIO.Store(int64(ss.srv.since()))
 	}
 }
 
@@ -265,6 +275,13 @@ func (ss *session) recordFailed(err error) {
 		ss.noteRecordError(err)
 		return
 	}
+	// Not on the caller's goroutine: with both directions parked, the
+	// cancel completes the session, whose Recorder.Close may wait for the
+	// very timer that called Fail.
+	go ss.failRecording(err)
+}
+
+func (ss *session) failRecording(err error) {
 	ss.cancel(&RecordingError{Err: err})
 }
 
@@ -281,17 +298,43 @@ func (ss *session) noteRecordError(err error) {
 
 // checkIdle runs on the idle timer: it ends the session, or re-arms the
 // timer for the rest of the timeout counted from the last block.
+//
+// Bytes the proxy wrote may leave its sockets long after the write
+// returned: a slow but steady reader drains the kernel's send queue
+// without waking the proxy. So a change in the sockets' send queues since
+// the last check counts as activity too; a peer that reads nothing leaves
+// them as they were.
 func (ss *session) checkIdle() {
 	if ss.cause.Load() != nil {
 		return
 	}
+	if q := ss.sendQueues(); q != ss.lastQueues {
+		ss.lastQueues = q
+		ss.touch()
+	}
 	d := ss.srv.cfg.IdleTimeout
-	idle := time.Since(time.Unix(0, ss.lastIO.Load()))
+	idle := ss.srv.since() - time.Duration(ss.lastIO.Load())
 	if idle >= d {
 		ss.cancel(errIdle)
 		return
 	}
 	ss.idle.Reset(d - idle)
+}
+
+// sendQueues returns the bytes waiting in the send queues of the two
+// sockets (SIOCOUTQ), -1 for a socket that cannot tell.
+func (ss *session) sendQueues() [2]int {
+	q := [2]int{-1, -1}
+	for i, c := range []*net.TCPConn{ss.client, ss.server} {
+		if rc, err := c.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) {
+				if n, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err == nil {
+					q[i] = n
+				}
+			})
+		}
+	}
+	return q
 }
 
 // errEnded is the cause end gives a session whose directions both ended

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -26,16 +25,12 @@ type splicer struct {
 	err      error
 	readFn   func(fd uintptr) bool // s.readFD, bound once
 	writeFn  func(fd uintptr) bool // s.writeFD, bound once
+	progress func()                // called when dst took bytes; may be nil
 }
 
-func (s *splicer) init(src syscall.RawConn, dst *net.TCPConn, pipes *pipePool, max int) error {
-	ws, err := dst.SyscallConn()
-	if err != nil {
-		return err
-	}
-	*s = splicer{src: src, dst: ws, pipes: pipes, max: min(max, pipes.size)}
+func (s *splicer) init(src, dst syscall.RawConn, pipes *pipePool, max int) {
+	*s = splicer{src: src, dst: dst, pipes: pipes, max: min(max, pipes.size)}
 	s.readFn, s.writeFn = s.readFD, s.writeFD
-	return nil
 }
 
 // move transfers the next chunk from src to dst and returns its size, or
@@ -60,13 +55,14 @@ func (s *splicer) move() (read, written int, writeErr bool, err error) {
 		return 0, 0, false, io.EOF
 	}
 	read = s.inPipe
-	if err := s.dst.Write(s.writeFn); err != nil {
-		s.release()
-		return read, read - s.inPipe, true, err
+	err = s.dst.Write(s.writeFn)
+	if err == nil && s.err != nil {
+		err = os.NewSyscallError("splice", s.err)
 	}
-	if s.err != nil {
+	if err != nil {
+		written = read - s.inPipe // before release forgets what is stuck in the pipe
 		s.release()
-		return read, read - s.inPipe, true, os.NewSyscallError("splice", s.err)
+		return read, written, true, err
 	}
 	return read, read, false, nil
 }
@@ -116,6 +112,9 @@ func (s *splicer) writeFD(fd uintptr) bool {
 			return false
 		case nil:
 			s.inPipe -= int(n)
+			if s.progress != nil {
+				s.progress()
+			}
 		default:
 			s.err = err
 			return true

@@ -330,9 +330,9 @@ func (r *Recorder) arm() {
 }
 
 // timedFlush runs on the flush timer: it pushes everything recorded so far
-// through the compressor into the file.
+// through the compressor into the file. A failure is told to Session.Fail
+// once the timer counts as done, so that Fail may close the recorder.
 func (r *Recorder) timedFlush() {
-	defer r.timerRun.Done()
 	r.mu.Lock()
 	r.armed = false
 	err := r.flushLocked()
@@ -340,6 +340,7 @@ func (r *Recorder) timedFlush() {
 		r.afterFlush()
 	}
 	r.mu.Unlock()
+	r.timerRun.Done()
 	if err != nil && r.fail != nil {
 		r.fail(err)
 	}
