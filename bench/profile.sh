@@ -56,8 +56,11 @@ profile() {
     perf record -e cpu-clock -F 999 -g -p "$pid" -o "$WORK/$name.data" -- sleep "$SECS" 2>>"$LOGS/perf.log"
     wait "$LOAD_PID" || log "$name: the load failed: $(tail -3 "$WORK/$name.load")"
     LOAD_PID=
+    local samples
+    samples=$(perf script -i "$WORK/$name.data" -F comm 2>/dev/null | wc -l)
     {
         echo "# ipprotd $("$BIN/ipprotd" -v 2>&1 | head -1), $name: $*"
+        echo "# $samples samples in $SECS s at 999 Hz: ipprotd kept $(awk -v n="$samples" -v s="$SECS" 'BEGIN { printf "%.2f", n / (999 * s) }') CPUs busy"
         echo "# perf record -e cpu-clock -F 999 -g -p PID -- sleep $SECS; the load printed: $(tr '\n' ' ' <"$WORK/$name.load" | cut -c1-200)"
         echo
         echo "## self time, by object"
@@ -68,6 +71,10 @@ profile() {
         echo
         echo "## self time in ipprotd's own code (Go packages and runtime), as a share of all samples"
         report "$WORK/$name.data" --no-children -F overhead,sym --dsos ipprotd --percent-limit 0.3
+        echo
+        echo "## the Go runtime's overheads, time including callees"
+        report "$WORK/$name.data" --children --sort sym |
+            grep -E '\] runtime\.(newstack|copystack|mallocgc|gcBgMarkWorker|gcAssistAlloc|schedule|findRunnable|sysmon|netpoll|newproc|morestack)(\.abi0)?$' || true
         echo
         echo "## time including callees, by symbol"
         report "$WORK/$name.data" --children --sort sym --percent-limit 4

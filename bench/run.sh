@@ -7,7 +7,7 @@
 # bench/results/latest.tsv). Run as root on Debian; installs what is missing.
 #
 #   bench/run.sh              # full run: 3 rounds, about 20 minutes on 2 cores
-#   QUICK=1 bench/run.sh      # one short round, a smoke test (about 3 minutes)
+#   QUICK=1 bench/run.sh      # one short round, a smoke test (about 4 minutes on a quiet machine)
 #   ROUNDS=5 bench/run.sh     # more rounds
 #   IPPROTD_REV=HEAD bench/run.sh   # ipprotd as committed, not the working tree
 set -euo pipefail
@@ -245,7 +245,7 @@ describe_machine() {
 - Go: $(go version | awk '{ print $3 }'); ipprotd $("$BIN/ipprotd" -v 2>&1 | head -1)
 - peers: $(haproxy -v | head -1 | awk '{ print "HAProxy", $3 }'); $(nginx -v 2>&1 | sed 's/.*: //'); socat $(socat -V | awk '/socat version/ { print $3 }'); $(iperf3 --version | head -1 | awk '{ print "iperf3", $2 }'); $(wrk --version 2>&1 | head -1 | awk '{ print "wrk", $2 }')
 - recordings written to ${DATA%/*} ($(df -T "$DATA" | awk 'NR == 2 { print $2 }')), deleted after each measurement
-- load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg). "CPU elsewhere" is the median share of all CPUs that processes outside the benchmark took during a figure's measurements; one above ${MAX_FOREIGN} was taken again (twice at most), and each waited for less than ${QUIET_SHARE}.
+- the measuring took $(((SECONDS - STARTED) / 60)) min $(((SECONDS - STARTED) % 60)) s; load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg). "CPU elsewhere" is the median share of all CPUs that processes outside the benchmark took during a figure's measurements; one above ${MAX_FOREIGN} was taken again (twice at most), and each waited for less than ${QUIET_SHARE}.
 
 EOF
 }
@@ -257,7 +257,7 @@ Loads, all on 127.0.0.1, client and backend in processes of their own:
 
 - **throughput, iperf3**: \`iperf3 -t $SECS\`, 1 and 4 streams (\`-P\`), c→s is the client sending, s→c is \`-R\`. iperf3 sends a 128 KiB buffer of **random bytes** over and over: incompressible to gzip.
 - **throughput, SQL text**: \`loadgen blast\`, 1 stream for $SECS s of varied SQL statements (compressible about fivefold by gzip); the receiver's count over the time to the last byte.
-- **compression bound**: \`loadgen codec\`, the same two payloads compressed to /dev/null for $SECS s: pgzip with its defaults (1 MiB blocks on all CPUs), klauspost flate level 6 on one CPU (the codec the recorder drives), dsnet bzip2 -9 on one CPU. The -L -f -z goal reads the recorded figure against pgzip alone on the same payload.
+- **compression bound**: \`loadgen codec\`, the same two payloads compressed to /dev/null for $SECS s: pgzip with its defaults (1 MiB blocks on all CPUs), klauspost flate level 6 on one CPU (the codec the recorder drives), dsnet bzip2 -9 on one CPU. The -L -f -z goal reads the recorded figure against pgzip alone on the same payload; on random data pgzip stores the blocks it cannot shrink and runs faster than a direct connection, so there the goal is out of any proxy's reach and the SQL rows are the ones to read.
 - **connections/s**: \`wrk -t1 -c$WRK_CONNS -H 'Connection: close'\` for a 170-byte page from nginx, a new connection per request; **keep-alive**: the same without the header.
 - **RSS per idle connection**: $IDLE_N connections opened through a freshly started proxy, each after one echo round trip; (VmRSS with them − VmRSS before) / N, summed over all processes of the proxy (nginx workers, socat children). Fewer for two: socat $SOCAT_IDLE_N (a process of 2.6 MB each), naive Go $NAIVE_IDLE_N (Go's io.Copy splice holds a pipe, 2 fds, per direction even while idle: 6 fds a connection, so 9,000 do not fit 20,000 open files).
 - **RSS per active connection**: $ACTIVE_N connections, each sending a 120-byte SQL line and reading its echo every $TRICKLE, measured after ${ACTIVE_SECS} s.
@@ -275,7 +275,7 @@ main() {
     for t in "${TARGETS[@]}"; do
         start_target "$t"
     done
-    local started=$SECONDS
+    STARTED=$SECONDS
     LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
     local peers_all=(direct haproxy-splice haproxy nginx socat naive naive-tee-file naive-tee-pgzip)
@@ -302,7 +302,7 @@ main() {
         run_load idle "$IDLE_N idle" "$r" measure_rss "$SOCAT_IDLE_N" 0 1 -- socat
         run_load active "$ACTIVE_N trickling" "$r" measure_rss "$ACTIVE_N" "$TRICKLE" "$ACTIVE_SECS" -- "${active[@]}"
     done
-    log "measured in $((SECONDS - started)) s"
+    log "measured in $((SECONDS - STARTED)) s"
 
     mkdir -p "$RESULTS"
     describe_machine "$mode" >"$WORK/header.md"
@@ -315,7 +315,7 @@ main() {
         cp "$WORK/table.md" "$RESULTS/quick.md.tmp"
     fi
     describe_loads
-    log "done in $((SECONDS - started)) s of measuring; written to $RESULTS"
+    log "done in $((SECONDS - STARTED)) s of measuring; written to $RESULTS"
 }
 
 # measure_codec CODEC PAYLOAD
