@@ -76,8 +76,8 @@ func TestPlantedNamesLeftAlone(t *testing.T) {
 }
 
 // TestEMFILEWhileRecording: with 64 descriptors and -l -f, 80 clients at
-// once run the daemon out of descriptors at accept, at the dial, at the
-// data file and at the splice pipe of the unrecorded direction. Whatever
+// once run the daemon out of descriptors at accept, at the dial and at the
+// data file. Whatever
 // fails, nothing is forwarded unrecorded: every payload the destination
 // received is in a data file, every session has one line, and each failure
 // is one of the documented outcomes.

@@ -16,12 +16,12 @@ import (
 // direction is one way of a session: it reads src a block at a time,
 // records the block where it is recorded, and writes it to dst, until src
 // ends. A FIN from src half-closes dst; any error cancels the session,
-// which resets both sides. A direction nobody records is spliced.
+// which resets both sides.
 //
 // A direction runs on a goroutine of its own while bytes flow. Once its
 // source has had nothing to read for Server.parkAfter, it parks: the
 // server's parker watches the socket and the goroutine ends, so an idle
-// connection holds no goroutine, stack, buffer or pipe. When the socket
+// connection holds no goroutine, stack or buffer. When the socket
 // becomes readable, the parker starts the direction on a new goroutine.
 type direction struct {
 	ss       *session
@@ -32,12 +32,11 @@ type direction struct {
 	// count is the facts' byte count of this direction: bytes read from
 	// the client (In), bytes written to it (Out). The session reads it once
 	// both directions ended.
-	count   *int64
-	spliced bool
-	sp      splicer     // when spliced
-	br      blockReader // otherwise
-	parkAt  time.Time   // the read deadline set to notice idleness
-	noPark  bool        // parking failed once: wait on the goroutine
+	count    *int64
+	recorded bool // the recorder wants this direction's blocks
+	br       blockReader
+	parkAt   time.Time // the read deadline set to notice idleness
+	noPark   bool      // parking failed once: wait on the goroutine
 
 	// The block being written (write, writeFD).
 	wbuf    []byte
@@ -73,20 +72,15 @@ func (d *direction) init(ss *session, dir recorder.Direction, src, dst *net.TCPC
 		return err
 	}
 	d.writeFn = d.writeFD
-	d.spliced = ss.rec == nil || !ss.rec.Wants(dir)
-	if d.spliced {
-		d.sp.init(d.srcRaw, d.dstRaw, ss.srv.pipes, ss.srv.cfg.BufferSize)
-		if ss.srv.cfg.IdleTimeout > 0 {
-			d.sp.progress = ss.touch
-		}
-		return nil
-	}
-	d.br.init(d.srcRaw, &ss.srv.bufPool)
+	d.br.init(d.srcRaw, ss.srv.bufPool)
+	d.recorded = ss.rec != nil && ss.rec.Wants(dir)
 	return nil
 }
 
 // run moves blocks until the direction ends or parks.
 func (d *direction) run() {
+	// Started or woken: the source may well hold bytes.
+	d.br.drained = false
 	for {
 		err := d.step()
 		switch {
@@ -114,30 +108,6 @@ func (d *direction) run() {
 // step moves one block, or returns why it could not.
 func (d *direction) step() error {
 	d.armPark()
-	if d.spliced {
-		read, written, writeErr, err := d.sp.move()
-		*d.count += int64(d.counted(read, written))
-		switch {
-		case err == nil:
-		case err == io.EOF:
-			return err
-		case !writeErr && errors.Is(err, os.ErrDeadlineExceeded):
-			return errPark
-		case errors.Is(err, errNoPipe):
-			// Out of descriptors for a pipe: copy through a buffer, which
-			// needs none, rather than fail the session.
-			d.spliced = false
-			d.br.init(d.srcRaw, &d.ss.srv.bufPool)
-			d.ss.srv.warnRarely("splice unavailable, copying instead", "conn", d.ss.facts.N, "err", err)
-			return nil
-		case writeErr:
-			return fmt.Errorf("write to %s: %w", d.ss.side(d.dst), err)
-		default:
-			return fmt.Errorf("read from %s: %w", d.ss.side(d.src), err)
-		}
-		d.ss.touch()
-		return nil
-	}
 	p, err := d.br.read()
 	switch {
 	case err == nil:
@@ -152,9 +122,11 @@ func (d *direction) step() error {
 	if d.dir == recorder.In {
 		*d.count += int64(len(p))
 	}
-	if err := d.ss.record(d.dir, p); err != nil {
-		d.br.release()
-		return err
+	if d.recorded {
+		if err := d.ss.record(d.dir, p); err != nil {
+			d.br.release()
+			return err
+		}
 	}
 	n, err := d.write(p)
 	if d.dir == recorder.Out {
@@ -199,14 +171,6 @@ func (d *direction) writeFD(fd uintptr) bool {
 		}
 	}
 	return true
-}
-
-// counted is what a chunk adds to the direction's count.
-func (d *direction) counted(read, written int) int {
-	if d.dir == recorder.In {
-		return read
-	}
-	return written
 }
 
 // armPark sets the read deadline at which the direction parks, renewing

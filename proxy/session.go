@@ -382,14 +382,16 @@ func addrPort(a net.Addr) netip.AddrPort {
 // the socket is readable, so an idle connection holds no buffer.
 type blockReader struct {
 	rc   syscall.RawConn
-	pool *sync.Pool
+	pool *bufPool
 	buf  *[]byte
 	n    int
 	err  error
 	fn   func(fd uintptr) bool // r.readFD, bound once
+	// drained: the last read left the socket empty, most likely.
+	drained bool
 }
 
-func (r *blockReader) init(rc syscall.RawConn, pool *sync.Pool) {
+func (r *blockReader) init(rc syscall.RawConn, pool *bufPool) {
 	*r = blockReader{rc: rc, pool: pool}
 	r.fn = r.readFD
 }
@@ -414,9 +416,18 @@ func (r *blockReader) read() ([]byte, error) {
 
 // readFD is called by the runtime poller whenever the socket may be
 // readable; it returns false to wait for the next readiness.
+//
+// After a read that did not fill the buffer the socket is most likely
+// empty: the first call then waits for readiness without trying a read
+// that would only fail with EAGAIN. The runtime's poller remembers an edge
+// that came in meanwhile, so nothing is missed.
 func (r *blockReader) readFD(fd uintptr) bool {
+	if r.drained {
+		r.drained = false
+		return false
+	}
 	if r.buf == nil {
-		r.buf = r.pool.Get().(*[]byte)
+		r.buf = r.pool.get()
 	}
 	for {
 		n, err := syscall.Read(int(fd), *r.buf)
@@ -428,6 +439,7 @@ func (r *blockReader) readFD(fd uintptr) bool {
 			return false
 		case nil:
 			r.n = n
+			r.drained = n < len(*r.buf)
 		default:
 			r.err = err
 		}
@@ -437,7 +449,30 @@ func (r *blockReader) readFD(fd uintptr) bool {
 
 func (r *blockReader) release() {
 	if r.buf != nil {
-		r.pool.Put(r.buf)
+		r.pool.put(r.buf)
 		r.buf = nil
 	}
+}
+
+// bufPool lends the buffers blocks are read into. It counts the buffers
+// out, so that tests can show an idle connection holds none.
+type bufPool struct {
+	pool sync.Pool // *[]byte of the block size
+	out  atomic.Int64
+}
+
+func newBufPool(size int) *bufPool {
+	p := &bufPool{}
+	p.pool.New = func() any { b := make([]byte, size); return &b }
+	return p
+}
+
+func (p *bufPool) get() *[]byte {
+	p.out.Add(1)
+	return p.pool.Get().(*[]byte)
+}
+
+func (p *bufPool) put(b *[]byte) {
+	p.out.Add(-1)
+	p.pool.Put(b)
 }

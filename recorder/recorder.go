@@ -273,7 +273,7 @@ var errClosed = errors.New("recorder closed")
 func (r *Recorder) Path() string { return r.path }
 
 // Wants reports whether Record writes anything for blocks of dir. If it
-// does not, the caller may skip Record for dir (and splice that direction).
+// does not, the caller may skip Record for dir.
 func (r *Recorder) Wants(dir Direction) bool {
 	return dir <= Out && r.wants[dir]
 }
