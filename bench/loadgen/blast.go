@@ -18,6 +18,7 @@ func blast(args []string) error {
 	name := fs.String("payload", "sql", "sql or random")
 	d := fs.Duration("t", 3*time.Second, "how long to send")
 	streams := fs.Int("streams", 1, "connections in parallel")
+	bytes := fs.Int64("bytes", 0, "up: send exactly this many bytes per stream instead of for -t")
 	fs.Parse(args)
 	p, err := payload(*name)
 	if err != nil {
@@ -28,7 +29,7 @@ func blast(args []string) error {
 	}
 	results := make(chan streamResult, *streams)
 	for range *streams {
-		go blastStream(*addr, *dir, *name, p, *d, results)
+		go blastStream(*addr, *dir, *name, p, *d, *bytes, results)
 	}
 	var total int64
 	var longest time.Duration
@@ -54,14 +55,14 @@ type streamResult struct {
 }
 
 // blastStream runs one stream and sends its result.
-func blastStream(addr, dir, name string, p []byte, d time.Duration, out chan<- streamResult) {
-	n, elapsed, err := blastOne(addr, dir, name, p, d)
+func blastStream(addr, dir, name string, p []byte, d time.Duration, limit int64, out chan<- streamResult) {
+	n, elapsed, err := blastOne(addr, dir, name, p, d, limit)
 	out <- streamResult{n, elapsed, err}
 }
 
 // blastOne runs one stream and returns the bytes that arrived and the time
 // from the first byte sent to the last one counted.
-func blastOne(addr, dir, name string, p []byte, d time.Duration) (int64, time.Duration, error) {
+func blastOne(addr, dir, name string, p []byte, d time.Duration, limit int64) (int64, time.Duration, error) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		return 0, 0, err
@@ -79,7 +80,7 @@ func blastOne(addr, dir, name string, p []byte, d time.Duration) (int64, time.Du
 	if _, err := c.Write([]byte("UP\n")); err != nil {
 		return 0, 0, err
 	}
-	if _, err := send(c, p, start.Add(d)); err != nil {
+	if _, err := send(c, p, start.Add(d), limit); err != nil {
 		return 0, 0, fmt.Errorf("send: %w", err)
 	}
 	if err := tc.CloseWrite(); err != nil {

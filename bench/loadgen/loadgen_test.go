@@ -153,11 +153,20 @@ func TestServeEcho(t *testing.T) {
 
 func TestBlastUp(t *testing.T) {
 	addr := startServer(t)
-	n, elapsed, err := blastOne(addr, "up", "sql", sqlPayload(), 20*time.Millisecond)
+	n, elapsed, err := blastOne(addr, "up", "sql", sqlPayload(), 20*time.Millisecond, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n <= 0 || n%pieceSize != 0 || elapsed <= 0 {
 		t.Errorf("got %d bytes in %v; want whole pieces of %d in a positive time", n, elapsed, pieceSize)
+	}
+}
+
+func TestBlastUpBytes(t *testing.T) {
+	addr := startServer(t)
+	const limit = 3*pieceSize + 1234
+	n, _, err := blastOne(addr, "up", "sql", sqlPayload(), time.Hour, limit)
+	if err != nil || n != limit {
+		t.Errorf("got %d bytes, %v; want exactly %d", n, err, limit)
 	}
 }

@@ -62,7 +62,7 @@ func serveConn(c *net.TCPConn) {
 		if err != nil || err2 != nil {
 			return
 		}
-		send(c, p, time.Now().Add(time.Duration(ms)*time.Millisecond))
+		send(c, p, time.Now().Add(time.Duration(ms)*time.Millisecond), 0)
 	}
 }
 
@@ -99,11 +99,16 @@ func drain(r io.Reader) (int64, error) {
 	}
 }
 
-// send writes p over and over, a piece at a time, until the deadline.
-func send(w io.Writer, p []byte, deadline time.Time) (int64, error) {
+// send writes p over and over, a piece at a time, until the deadline, or
+// until limit bytes are written if limit is not zero.
+func send(w io.Writer, p []byte, deadline time.Time, limit int64) (int64, error) {
 	var total int64
-	for off := 0; time.Now().Before(deadline); off = (off + pieceSize) % len(p) {
-		n, err := w.Write(p[off : off+pieceSize])
+	for off := 0; limit == 0 && time.Now().Before(deadline) || limit > 0 && total < limit; off = (off + pieceSize) % len(p) {
+		piece := p[off : off+pieceSize]
+		if limit > 0 {
+			piece = piece[:min(int64(len(piece)), limit-total)]
+		}
+		n, err := w.Write(piece)
 		total += int64(n)
 		if err != nil {
 			return total, err
