@@ -2,7 +2,7 @@
 # recordings folder as a volume.
 #
 #   docker build -t ipprotd .
-#   docker run --init -p 5432:5432 -v ipprot-rec:/var/lib/ipprot ipprotd \
+#   docker run -p 5432:5432 -v ipprot-rec:/var/lib/ipprot ipprotd \
 #       -p 5432 -P 5432@db.internal -L -f /var/lib/ipprot/prot -z -c /var/lib/ipprot/connections.log
 #
 # tini is PID 1 so that children of post-processing commands that outlive

@@ -48,6 +48,9 @@ func detach(stderr io.Writer) int {
 		return fail("detach: %v", err)
 	}
 	defer devNull.Close()
+	// Descriptors this process inherited without close-on-exec (a caller's
+	// pipe, say) must not live on in the daemon.
+	closeOnExecInherited()
 	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Env = append(os.Environ(), notifyEnv+"=3")
 	cmd.ExtraFiles = []*os.File{w} // descriptor 3 in the daemon
@@ -59,8 +62,16 @@ func detach(stderr io.Writer) int {
 		return fail("detach: %v", err)
 	}
 	r.SetReadDeadline(time.Now().Add(detachTimeout))
-	msg, readErr := io.ReadAll(io.LimitReader(r, 64<<10))
-	msg = bytes.TrimSpace(msg)
+	all, readErr := io.ReadAll(io.LimitReader(r, 64<<10))
+	var msg []byte
+	for line := range bytes.Lines(all) {
+		line = bytes.TrimSpace(line)
+		if warning, ok := bytes.CutPrefix(line, []byte("WARN ")); ok {
+			fmt.Fprintf(stderr, "ipprotd: warning: %s\n", warning)
+			continue
+		}
+		msg = line
+	}
 	switch {
 	case string(msg) == "READY":
 		cmd.Process.Release()
@@ -77,6 +88,19 @@ func detach(stderr io.Writer) int {
 		return fail("the daemon did not report within %v; stopped it", detachTimeout)
 	default:
 		return fail("the daemon ended before it listened: %v", cmd.Wait())
+	}
+}
+
+// closeOnExecInherited marks every descriptor above stderr close-on-exec.
+func closeOnExecInherited() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
 	}
 }
 
@@ -97,6 +121,13 @@ func notifier() *readiness {
 		return &readiness{}
 	}
 	return &readiness{w: os.NewFile(uintptr(fd), "notify")}
+}
+
+// warn gives the starting process a line to print on its stderr.
+func (r *readiness) warn(msg string) {
+	if r.w != nil {
+		r.w.WriteString("WARN " + strings.ReplaceAll(msg, "\n", " ") + "\n")
+	}
 }
 
 // ok tells the starting process that the daemon listens.
@@ -129,7 +160,7 @@ func (r *readiness) send(msg string) {
 
 // openDaemonLog opens where the daemon's own log goes: --log-file, else
 // stderr in the foreground, else syslog (discarded where there is none).
-func openDaemonLog(cfg *config, stderr io.Writer) (io.Writer, func(), error) {
+func openDaemonLog(cfg *config, stderr io.Writer, ready *readiness) (io.Writer, func(), error) {
 	if cfg.logFile != "" {
 		if err := os.MkdirAll(filepath.Dir(cfg.logFile), 0o750); err != nil {
 			return nil, nil, usagef("--log-file: %v", err)
@@ -145,6 +176,10 @@ func openDaemonLog(cfg *config, stderr io.Writer) (io.Writer, func(), error) {
 	}
 	sl, err := syslog.New(syslog.LOG_INFO|syslog.LOG_DAEMON, "ipprotd")
 	if err != nil {
+		// The original's command lines must work without a syslog, but the
+		// operator must know that record errors and hooks that did not run
+		// go unseen: the starting process says so.
+		ready.warn(fmt.Sprintf("no syslog (%v): the daemon's own log is discarded; give --log-file to keep it", err))
 		return io.Discard, func() {}, nil
 	}
 	return sl, func() { sl.Close() }, nil
@@ -179,6 +214,9 @@ type pidFile struct {
 // behind by a daemon that is gone (or whose pid now belongs to another
 // program) is stale and will be replaced.
 func claimPidFile(path string) (*pidFile, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, usagef("--pid-file: %v", err)
+	}
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):

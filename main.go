@@ -52,7 +52,7 @@ type cli struct {
 	IdleTimeout    time.Duration `placeholder:"DURATION" default:"0" group:"fwd" help:"End a connection idle for DURATION (default: never; database sessions idle for hours)."`
 	MaxConns       int           `placeholder:"N" default:"0" group:"fwd" help:"Refuse connections beyond N at once (default: no limit)."`
 
-	DataLog       string        `short:"f" placeholder:"PREFIX" type:"path" group:"rec" help:"Record each connection in its own file PREFIX_<yyyy-mm-dd_HHMMSS>_<n>_<client_ip>."`
+	DataLog       pathArg       `short:"f" placeholder:"PREFIX" group:"rec" help:"Record each connection in its own file PREFIX_<yyyy-mm-dd_HHMMSS>_<n>_<client_ip>."`
 	LogIn         bool          `short:"l" group:"rec" help:"Record only client-to-server traffic (default: only server-to-client)."`
 	LogBoth       bool          `short:"L" group:"rec" help:"Record both directions in the same file."`
 	Printable     bool          `short:"s" group:"rec" help:"Record printable characters only; a run of others becomes one blank."`
@@ -63,18 +63,18 @@ type cli struct {
 	FlushInterval time.Duration `placeholder:"DURATION" default:"1s" group:"rec" help:"Flush compressed data files at least this often while data flows (default: ${default})."`
 	OnRecordError string        `enum:"stop,continue" default:"stop" placeholder:"stop|continue" group:"rec" help:"When a data file cannot be written: end the connection (stop) or forward unrecorded (continue) (default: ${default})."`
 
-	PostCmd      string        `short:"u" placeholder:"CMD" group:"post" help:"Run CMD after each recorded connection, with file, client IP and port, destination host and port as $1..$5."`
-	PostCmdTimes string        `placeholder:"CMD" group:"post" help:"(-uT) Like -u, adding start, end, bytes received and bytes sent as $6..$9."`
+	PostCmd      commandArg    `short:"u" placeholder:"CMD" group:"post" help:"Run CMD after each recorded connection, with file, client IP and port, destination host and port as $1..$5."`
+	PostCmdTimes commandArg    `placeholder:"CMD" group:"post" help:"(-uT) Like -u, adding start, end, bytes received and bytes sent as $6..$9."`
 	PostJobs     int           `placeholder:"N" default:"4" group:"post" help:"Run at most N post-processing commands at once (default: ${default})."`
 	PostTimeout  time.Duration `placeholder:"DURATION" default:"0" group:"post" help:"End a post-processing command, with its process group, after DURATION (default: never)."`
 
-	ConnLog       string  `short:"c" placeholder:"FILE" type:"path" group:"log" help:"Append one line per connection to FILE."`
+	ConnLog       pathArg `short:"c" placeholder:"FILE" group:"log" help:"Append one line per connection to FILE."`
 	ConnLogFormat *string `short:"C" placeholder:"FORMAT" group:"log" help:"Format of that line; see docs/ipprotd.md (default: \"${connlog_format}\")."`
 
 	Daemon       bool          `short:"D" group:"run" help:"Detach and run in the background."`
-	PidFile      string        `placeholder:"FILE" type:"path" group:"run" help:"Write the pid to FILE (-Dp FILE detaches too)."`
+	PidFile      pathArg       `placeholder:"FILE" group:"run" help:"Write the pid to FILE (-Dp FILE detaches too)."`
 	LogFormat    string        `enum:"text,json" default:"text" placeholder:"text|json" group:"run" help:"Format of the daemon's own log (default: ${default})."`
-	LogFile      string        `placeholder:"FILE" type:"path" group:"run" help:"Write the daemon's own log to FILE (default: stderr; with -D, syslog)."`
+	LogFile      pathArg       `placeholder:"FILE" group:"run" help:"Write the daemon's own log to FILE (default: stderr; with -D, syslog)."`
 	DrainTimeout time.Duration `placeholder:"DURATION" default:"0" group:"run" help:"On SIGTERM, wait at most DURATION for connections, then for commands, before ending them (default: wait)."`
 
 	Help    helpFlag         `short:"?" group:"run" help:"Show this help."`
@@ -135,6 +135,37 @@ func (a *allowEntry) UnmarshalText(b []byte) error {
 	return err
 }
 
+// pathArg is a file or prefix option, made absolute and never empty. A
+// trailing slash is kept: -f DIR/ names the folder of the data files.
+type pathArg string
+
+func (p *pathArg) UnmarshalText(b []byte) error {
+	s := string(b)
+	if s == "" {
+		return errors.New("empty path")
+	}
+	abs, err := filepath.Abs(s)
+	if err != nil {
+		return err
+	}
+	if strings.HasSuffix(s, "/") && !strings.HasSuffix(abs, "/") {
+		abs += "/"
+	}
+	*p = pathArg(abs)
+	return nil
+}
+
+// commandArg is -u or -uT: a command that is not blank.
+type commandArg string
+
+func (c *commandArg) UnmarshalText(b []byte) error {
+	if strings.TrimSpace(string(b)) == "" {
+		return errors.New("empty command")
+	}
+	*c = commandArg(b)
+	return nil
+}
+
 // usageError is bad input: exit status 2.
 type usageError struct{ msg string }
 
@@ -174,7 +205,7 @@ func realMain(args []string, stdout, stderr io.Writer) (code int) {
 		return 2
 	}
 	if strings.HasPrefix(kctx.Command(), "cat") {
-		return c.Cat.run(c.ConnLog, c.ConnLogFormat, stdout, stderr)
+		return c.Cat.run(string(c.ConnLog), c.ConnLogFormat, stdout, stderr)
 	}
 	cfg, err := c.config()
 	if err != nil {
@@ -267,6 +298,7 @@ type config struct {
 	connLog    string
 	connFormat *connlog.Format
 	post       *postproc.Config // nil without -u/-uT
+	postOpt    string           // -u/--post-cmd or -uT/--post-cmd-times, for errors
 
 	daemon       bool
 	pidFile      string
@@ -301,13 +333,17 @@ func (c *cli) config() (*config, error) {
 	case c.ConnLogFormat != nil && c.ConnLog == "":
 		return nil, usagef("-C needs -c")
 	case c.BufferSize < 1 || c.BufferSize > maxBuffer:
-		return nil, usagef("-b: %d is outside 1-%d", c.BufferSize, maxBuffer)
+		return nil, usagef("-b/--buffer-size: %d is outside 1-%d", c.BufferSize, maxBuffer)
 	case c.StampInterval != nil && *c.StampInterval < 1:
 		return nil, usagef("-t: %d is not a number of seconds (1 or more)", *c.StampInterval)
 	case c.ConnectTimeout <= 0:
 		return nil, usagef("--connect-timeout: %v must be positive", c.ConnectTimeout)
-	case c.IdleTimeout < 0 || c.PostTimeout < 0 || c.DrainTimeout < 0:
-		return nil, usagef("--idle-timeout, --post-timeout, --drain-timeout: durations cannot be negative")
+	case c.IdleTimeout < 0:
+		return nil, usagef("--idle-timeout: %v cannot be negative", c.IdleTimeout)
+	case c.PostTimeout < 0:
+		return nil, usagef("--post-timeout: %v cannot be negative", c.PostTimeout)
+	case c.DrainTimeout < 0:
+		return nil, usagef("--drain-timeout: %v cannot be negative", c.DrainTimeout)
 	case c.MaxConns < 0:
 		return nil, usagef("--max-conns: %d cannot be negative", c.MaxConns)
 	case c.PostJobs < 1:
@@ -327,11 +363,11 @@ func (c *cli) config() (*config, error) {
 		outHost:      outHost,
 		outPort:      c.Out.Port,
 		daemon:       c.Daemon,
-		pidFile:      c.PidFile,
+		pidFile:      string(c.PidFile),
 		logFormat:    c.LogFormat,
-		logFile:      c.LogFile,
+		logFile:      string(c.LogFile),
 		drainTimeout: c.DrainTimeout,
-		connLog:      c.ConnLog,
+		connLog:      string(c.ConnLog),
 	}
 	prefixes := make([]netip.Prefix, len(c.Allow))
 	for i, a := range c.Allow {
@@ -346,11 +382,11 @@ func (c *cli) config() (*config, error) {
 		if cfg.connFormat, err = connlog.Compile(format); err != nil {
 			return nil, usagef("-C/--conn-log-format: %v", err)
 		}
-		if err := checkWritableDir(filepath.Dir(c.ConnLog)); err != nil {
+		if err := checkWritableDir(filepath.Dir(string(c.ConnLog))); err != nil {
 			return nil, usagef("-c/--conn-log: %v", err)
 		}
 	}
-	for _, o := range []struct{ opt, path string }{{"--pid-file", c.PidFile}, {"--log-file", c.LogFile}} {
+	for _, o := range []struct{ opt, path string }{{"--pid-file", string(c.PidFile)}, {"--log-file", string(c.LogFile)}} {
 		if o.path == "" {
 			continue
 		}
@@ -361,18 +397,16 @@ func (c *cli) config() (*config, error) {
 	if c.DataLog != "" {
 		cfg.record = c.recorderConfig()
 	}
-	if cmd, times := c.PostCmd, c.PostCmdTimes != ""; cmd != "" || times {
+	if cmd, times := string(c.PostCmd), c.PostCmdTimes != ""; cmd != "" || times {
 		opt := "-u/--post-cmd"
 		if times {
-			cmd, opt = c.PostCmdTimes, "-uT/--post-cmd-times"
-		}
-		if strings.TrimSpace(cmd) == "" {
-			return nil, usagef("%s: empty command", opt)
+			cmd, opt = string(c.PostCmdTimes), "-uT/--post-cmd-times"
 		}
 		if err := postproc.Check(cmd); err != nil {
 			return nil, usagef("%s: %v", opt, err)
 		}
 		cfg.post = &postproc.Config{Command: cmd, Times: times, Jobs: c.PostJobs, Timeout: c.PostTimeout}
+		cfg.postOpt = opt
 	}
 	cfg.proxy = proxy.Config{
 		OutHost:               cfg.outHost,
@@ -392,7 +426,7 @@ const maxBuffer = 64 << 20
 
 func (c *cli) recorderConfig() *recorder.Config {
 	rc := &recorder.Config{
-		Prefix:        c.DataLog,
+		Prefix:        string(c.DataLog),
 		Printable:     c.Printable,
 		BlockStamps:   c.BlockStamps,
 		FlushInterval: c.FlushInterval,
@@ -446,10 +480,19 @@ func checkWritableDir(dir string) error {
 // run starts the daemon with cfg and serves until SIGTERM or SIGINT. Its
 // errors are usageErrors where the configuration cannot work.
 func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
+	// Before anything else: until Notify, SIGTERM or SIGHUP would kill the
+	// process outright, also after a -D parent returned and the pid file
+	// names us. SIGPIPE is caught so that a reader of stderr going away
+	// costs log lines, not the daemon and its open recordings.
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(signals)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+
 	ready := notifier()
 	defer func() { ready.fail(err) }()
 
-	logOut, closeLog, err := openDaemonLog(cfg, stderr)
+	logOut, closeLog, err := openDaemonLog(cfg, stderr, ready)
 	if err != nil {
 		return err
 	}
@@ -477,7 +520,7 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 		pc := *cfg.post
 		pc.Logger = logger
 		if runner, err = postproc.New(pc); err != nil {
-			return usagef("-u/--post-cmd: %v", err)
+			return usagef("%s: %v", cfg.postOpt, err)
 		}
 	}
 
@@ -491,7 +534,7 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 
 	ln, err := net.Listen("tcp", cfg.listenAddr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.listenAddr, err)
+		return fmt.Errorf("-p/--listen: %w", err)
 	}
 
 	pcfg := cfg.proxy
@@ -511,9 +554,6 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 	logger.Info("listening", "addr", ln.Addr().String(), "dest", proxy.JoinHostPort(cfg.outHost, cfg.outPort), "version", versionString())
 	ready.ok()
 
-	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(signals)
 	reopen := func() {
 		for _, l := range []*connlog.Log{clog, logFileOf(logOut)} {
 			if l == nil {

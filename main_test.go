@@ -178,7 +178,7 @@ func TestUsageErrors(t *testing.T) {
 		{"-h 10.0.0.1:80", `ipprotd: -h/--out-host: host "10.0.0.1:80" is not an IPv6 address (a port goes before the @)`},
 		{"-r 10.0.0.300", `ipprotd: -r/--allow: "10.0.0.300" is not an IP address or CIDR prefix`},
 		{"-r 10.1.0.0/8", `ipprotd: -r/--allow: "10.1.0.0/8" has bits set beyond /8 (did you mean 10.0.0.0/8?)`},
-		{"-b 0", "ipprotd: -b: 0 is outside 1-67108864"},
+		{"-b 0", "ipprotd: -b/--buffer-size: 0 is outside 1-67108864"},
 		{"-b x", `ipprotd: -b/--buffer-size: expected a valid 64 bit int but got "x"`},
 		{"-f p -t 0", "ipprotd: -t: 0 is not a number of seconds (1 or more)"},
 		{"-l -L -f p", "ipprotd: -l and -L cannot be used together"},
@@ -281,4 +281,24 @@ func mustAddr(t *testing.T, s string) netip.Addr {
 		t.Fatal(err)
 	}
 	return p.Addr()
+}
+
+// TestPathOptions: paths are made absolute, a trailing slash is kept (-f
+// DIR/ names the folder), an empty one is refused.
+func TestPathOptions(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	cfg, err := parse(t, "-f", "rec/", "-c", "conn.log", "--pid-file", "run/pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.record.Prefix != dir+"/rec/" || cfg.connLog != dir+"/conn.log" || cfg.pidFile != dir+"/run/pid" {
+		t.Errorf("prefix %q conn log %q pid file %q; want them absolute under %s, the slash kept", cfg.record.Prefix, cfg.connLog, cfg.pidFile, dir)
+	}
+	for _, args := range [][]string{{"-f", ""}, {"-c", ""}, {"--pid-file", ""}, {"-f", "p", "-u", ""}, {"-f", "p", "-uT", " "}} {
+		var stderr bytes.Buffer
+		if code := realMain(args, &bytes.Buffer{}, &stderr); code != 2 || !strings.Contains(stderr.String(), "empty") {
+			t.Errorf("%q: exit %d, %q; want 2 and a line saying the value is empty", args, code, stderr.String())
+		}
+	}
 }

@@ -33,8 +33,8 @@ func TestManualFirstExample(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("starting the daemon: %v\n%s", err, stderr.String())
 	}
-	if stderr.Len() != 0 {
-		t.Errorf("the starting process printed %q; want nothing", stderr.String())
+	if got := withoutSyslogWarning(stderr.String()); got != "" {
+		t.Errorf("the starting process printed %q; want nothing (or only the warning that there is no syslog)", got)
 	}
 	// It listens once the starting process returned; the pid file is there.
 	pid := pidOf(t, pidFile)
@@ -97,6 +97,18 @@ func TestManualFirstExample(t *testing.T) {
 	}
 }
 
+// withoutSyslogWarning removes the line a detaching ipprotd prints where the
+// machine has no syslog for the daemon's own log (test machines rarely do).
+func withoutSyslogWarning(out string) string {
+	var kept []string
+	for _, l := range strings.SplitAfter(out, "\n") {
+		if !strings.HasPrefix(l, "ipprotd: warning: no syslog (") || !strings.HasSuffix(l, "the daemon's own log is discarded; give --log-file to keep it\n") {
+			kept = append(kept, l)
+		}
+	}
+	return strings.Join(kept, "")
+}
+
 // TestDaemonReportsStartFailure: -D exits non-zero with the daemon's own
 // error when the daemon cannot listen, and leaves no pid file behind.
 func TestDaemonReportsStartFailure(t *testing.T) {
@@ -113,8 +125,8 @@ func TestDaemonReportsStartFailure(t *testing.T) {
 	if !ok || ee.ExitCode() != 1 {
 		t.Fatalf("exit %v; want status 1", err)
 	}
-	want := fmt.Sprintf("ipprotd: listen on 127.0.0.1:%d: listen tcp 127.0.0.1:%d: bind: address already in use\n", port, port)
-	if string(out) != want {
+	want := fmt.Sprintf("ipprotd: -p/--listen: listen tcp 127.0.0.1:%d: bind: address already in use\n", port)
+	if withoutSyslogWarning(string(out)) != want {
 		t.Errorf("output %q; want %q", out, want)
 	}
 	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
@@ -257,7 +269,7 @@ func TestListenFailure(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("exit %v; want status 1", err)
 	}
-	if want := fmt.Sprintf("ipprotd: listen on 127.0.0.1:%d: listen tcp 127.0.0.1:%d: bind: address already in use\n", port, port); !strings.HasSuffix(string(out), want) {
+	if want := fmt.Sprintf("ipprotd: -p/--listen: listen tcp 127.0.0.1:%d: bind: address already in use\n", port); !strings.HasSuffix(string(out), want) {
 		t.Errorf("output %q; want it to end with %q", out, want)
 	}
 }

@@ -16,16 +16,31 @@ import (
 // or keyword, it must name a program that can run: a path must exist and be
 // an executable regular file, a name must be found in PATH. Otherwise Check
 // returns nil, as only the shell can tell. The error names the word, as in
-// `"/x/send": no such file`. An empty command is an error.
+// `"/x/send": no such file`. An empty command is an error, and so is one
+// that ends in ;, & or |, after which the parameters would run as a
+// command of their own.
 func Check(command string) error {
-	if strings.TrimSpace(command) == "" {
-		return errors.New("post-processing command is empty")
+	if err := checkEnd(command); err != nil {
+		return err
 	}
 	word, plain := firstWord(command)
 	if !plain || shellWords[word] {
 		return nil
 	}
 	return checkWord(word)
+}
+
+// checkEnd refuses an empty command and one whose end would make "$@" a
+// command of its own.
+func checkEnd(command string) error {
+	command = strings.TrimRight(command, " \t\n")
+	if command == "" {
+		return errors.New("post-processing command is empty")
+	}
+	if end := command[len(command)-1:]; strings.Contains(";&|", end) {
+		return fmt.Errorf("post-processing command ends with %q: its parameters would run as a command", end)
+	}
+	return nil
 }
 
 // checkWord checks that word names a program that can run.

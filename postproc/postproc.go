@@ -178,15 +178,10 @@ var envNames = []string{
 // (see Check). The environment of the commands is the process's environment
 // as it is when New is called.
 func New(cfg Config) (*Runner, error) {
+	if err := checkEnd(cfg.Command); err != nil {
+		return nil, err
+	}
 	command := strings.TrimRight(cfg.Command, " \t\n")
-	if command == "" {
-		return nil, errors.New("post-processing command is empty")
-	}
-	// After these, "$@" would be a command of its own: the data file's
-	// name would be run.
-	if end := command[len(command)-1:]; strings.Contains(";&|", end) {
-		return nil, fmt.Errorf("post-processing command ends with %q: its parameters would run as a command", end)
-	}
 	switch {
 	case cfg.Jobs < 0:
 		return nil, fmt.Errorf("post-processing jobs %d: must not be negative", cfg.Jobs)
