@@ -24,7 +24,7 @@ type bzip2Stage struct {
 var emptyBzip2 = []byte{'B', 'Z', 'h', '9', 0x17, 0x72, 0x45, 0x38, 0x50, 0x90, 0, 0, 0, 0}
 
 func newBzip2Stage(next stage, c *codecs) *bzip2Stage {
-	return &bzip2Stage{next: next, c: c, pend: pending{pool: &c.chunks}, segs: segments{c: c}}
+	return &bzip2Stage{next: next, c: c, pend: newPending(c), segs: segments{c: c}}
 }
 
 // Write keeps a copy of p pending, and hands what is pending to a stream
@@ -33,11 +33,8 @@ func (z *bzip2Stage) Write(p []byte) (int, error) {
 	if z.err != nil {
 		return 0, z.err
 	}
-	z.pend.append(p)
-	if z.pend.len() >= bzip2Segment {
-		if err := z.submit(); err != nil {
-			return 0, err
-		}
+	if err := take(&z.pend, p, bzip2Segment, z.submit); err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }
@@ -77,7 +74,7 @@ func (z *bzip2Stage) Close() error {
 
 func (z *bzip2Stage) submit() error {
 	j := &job{in: z.pend}
-	z.pend = pending{pool: &z.c.chunks}
+	z.pend = newPending(z.c)
 	z.wrote = true
 	if err := z.segs.submit(j, z.c.bzip2Stream, z.write); err != nil {
 		z.err = err

@@ -37,7 +37,7 @@ var (
 )
 
 func newGzipStage(next stage, c *codecs) *gzipStage {
-	return &gzipStage{next: next, c: c, pend: pending{pool: &c.chunks}, segs: segments{c: c}}
+	return &gzipStage{next: next, c: c, pend: newPending(c), segs: segments{c: c}}
 }
 
 // Write keeps a copy of p pending, and hands what is pending to a segment
@@ -46,11 +46,8 @@ func (z *gzipStage) Write(p []byte) (int, error) {
 	if z.err != nil {
 		return 0, z.err
 	}
-	z.pend.append(p)
-	if z.pend.len() >= gzipSegment {
-		if err := z.submit(); err != nil {
-			return 0, err
-		}
+	if err := take(&z.pend, p, gzipSegment, z.submit); err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }
@@ -100,7 +97,7 @@ func (z *gzipStage) Close() error {
 // the history of the next segment are taken here, in order.
 func (z *gzipStage) submit() error {
 	j := &job{in: z.pend, dict: z.c.copyDict(z.dict), first: !z.header}
-	z.pend = pending{pool: &z.c.chunks}
+	z.pend = newPending(z.c)
 	z.header = true
 	if z.dict == nil {
 		z.dict = z.c.getDict()
