@@ -142,7 +142,7 @@ func (c *codecs) buffer() *bytes.Buffer {
 // pendingBudget is codecs.budget. With 1,000 sessions each sending 1 MiB at
 // once through -z, it took the peak RSS from 1.0 GiB (no budget) to 560 MiB
 // (most of the rest is the sessions' read buffers), for 25 % more time.
-const pendingBudget = 64 << 20
+var pendingBudget int64 = 64 << 20 // tests lower it
 
 // pending holds the uncompressed bytes of a session not yet compressed, in
 // chunks borrowed from a pool and given back once compressed, and the

@@ -14,7 +14,19 @@ import (
 // TestConcurrent runs 200 recorders (plain, gzip and bzip2) at once, each
 // fed by two goroutines, one per direction, with -L -M, and checks that
 // every file holds every block of both directions, whole and in order.
-func TestConcurrent(t *testing.T) {
+func TestConcurrent(t *testing.T) { testConcurrent(t) }
+
+// TestConcurrentTightBudget: with a budget far below what the sessions
+// send at once, compressed sessions wait for room, none for ever, and
+// every file is still exact.
+func TestConcurrentTightBudget(t *testing.T) {
+	old := pendingBudget
+	pendingBudget = 256 << 10
+	t.Cleanup(func() { pendingBudget = old })
+	testConcurrent(t)
+}
+
+func testConcurrent(t *testing.T) {
 	const sessions, blocks = 200, 16
 	dir := t.TempDir()
 	openers := make([]*Opener, len(compressions))
