@@ -1,7 +1,6 @@
 package recorder
 
 import (
-	"errors"
 	"io"
 )
 
@@ -12,80 +11,33 @@ import (
 // (see segments). A flush with nothing pending writes nothing; a file
 // without data gets one empty stream, so that it is a valid bzip2 file.
 type bzip2Stage struct {
-	next  stage
-	c     *codecs
-	pend  pending
-	segs  segments
+	segmenter
 	wrote bool // a stream was handed to a segment
-	err   error
 }
 
 // emptyBzip2 is the stream of no data, as bzip2(1) writes it.
 var emptyBzip2 = []byte{'B', 'Z', 'h', '9', 0x17, 0x72, 0x45, 0x38, 0x50, 0x90, 0, 0, 0, 0}
 
 func newBzip2Stage(next stage, c *codecs) *bzip2Stage {
-	return &bzip2Stage{next: next, c: c, pend: newPending(c), segs: segments{c: c}}
-}
-
-// Write keeps a copy of p pending, and hands what is pending to a stream
-// of its own once it is bzip2Segment bytes.
-func (z *bzip2Stage) Write(p []byte) (int, error) {
-	if z.err != nil {
-		return 0, z.err
-	}
-	if err := take(&z.pend, p, bzip2Segment, z.submit); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// Flush writes what is pending as a stream, and every stream into the file;
-// with nothing pending or out it writes nothing.
-func (z *bzip2Stage) Flush() error {
-	if z.err != nil {
-		return z.err
-	}
-	if z.pend.len() > 0 {
-		if err := z.submit(); err != nil {
-			return err
-		}
-	}
-	if err := z.segs.writeDone(true, z.write); err != nil {
-		z.err = err
-		return err
-	}
-	return z.next.Flush()
+	z := &bzip2Stage{}
+	z.segmenter = newSegmenter(next, c, bzip2Segment, z.newJob, c.bzip2Stream)
+	return z
 }
 
 // Close writes what is pending, or an empty stream into a file that has
 // none, and closes the file.
 func (z *bzip2Stage) Close() error {
-	var err error
-	if z.err == nil {
-		err = z.Flush()
-	}
-	if err == nil && z.err == nil && !z.wrote {
-		_, err = z.next.Write(emptyBzip2)
-	}
-	z.segs.wait()
-	z.pend.reset()
-	return errors.Join(err, z.next.Close())
+	return z.close(func() []byte {
+		if z.wrote {
+			return nil
+		}
+		return emptyBzip2
+	})
 }
 
-func (z *bzip2Stage) submit() error {
-	j := &job{in: z.pend}
-	z.pend = newPending(z.c)
+func (z *bzip2Stage) newJob(in pending) *job {
 	z.wrote = true
-	if err := z.segs.submit(j, z.c.bzip2Stream, z.write); err != nil {
-		z.err = err
-		return err
-	}
-	return nil
-}
-
-func (z *bzip2Stage) write(b []byte) error {
-	_, err := z.next.Write(b)
-	return err
+	return &job{in: in}
 }
 
 // bzip2Stream compresses a segment into one stream with a borrowed

@@ -2,7 +2,6 @@ package recorder
 
 import (
 	"encoding/binary"
-	"errors"
 	"hash/crc32"
 	"io"
 )
@@ -15,15 +14,11 @@ import (
 // can be compressed at the same time (see segments) and still make one
 // stream.
 type gzipStage struct {
-	next   stage
-	c      *codecs
-	pend   pending
-	segs   segments
+	segmenter
 	dict   []byte // the last (up to) 32 KiB handed to a segment: the next one's history
 	crc    uint32
 	size   uint32 // modulo 2³², as the trailer has it
 	header bool   // a segment carries the member header
-	err    error
 }
 
 const window = 32 << 10 // deflate's history
@@ -37,87 +32,46 @@ var (
 )
 
 func newGzipStage(next stage, c *codecs) *gzipStage {
-	return &gzipStage{next: next, c: c, pend: newPending(c), segs: segments{c: c}}
-}
-
-// Write keeps a copy of p pending, and hands what is pending to a segment
-// once it is gzipSegment bytes.
-func (z *gzipStage) Write(p []byte) (int, error) {
-	if z.err != nil {
-		return 0, z.err
-	}
-	if err := take(&z.pend, p, gzipSegment, z.submit); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// Flush compresses what is pending and writes every segment into the file;
-// with nothing pending or out it writes nothing.
-func (z *gzipStage) Flush() error {
-	if z.err != nil {
-		return z.err
-	}
-	if z.pend.len() > 0 {
-		if err := z.submit(); err != nil {
-			return err
-		}
-	}
-	if err := z.segs.writeDone(true, z.write); err != nil {
-		z.err = err
-		return err
-	}
-	return z.next.Flush()
+	z := &gzipStage{}
+	z.segmenter = newSegmenter(next, c, gzipSegment, z.newJob, c.deflate)
+	return z
 }
 
 // Close ends the member, also when nothing was written, and closes the file.
 func (z *gzipStage) Close() error {
-	var err error
-	if z.err == nil {
-		err = z.Flush()
-	}
-	if err == nil && z.err == nil {
-		b := make([]byte, 0, len(gzipHeader)+len(finalBlock)+8)
-		if !z.header {
-			b = append(b, gzipHeader...)
-		}
-		b = append(b, finalBlock...)
-		b = binary.LittleEndian.AppendUint32(b, z.crc)
-		b = binary.LittleEndian.AppendUint32(b, z.size)
-		_, err = z.next.Write(b)
-	}
-	z.segs.wait()
-	z.pend.reset()
+	err := z.close(z.trailer)
 	z.c.putDict(z.dict)
 	z.dict = nil
-	return errors.Join(err, z.next.Close())
+	return err
 }
 
-// submit hands the pending bytes to a segment. The trailer's checksum and
+// trailer is the member's end: the header if no segment carried it, the
+// final block, the checksum and the size.
+func (z *gzipStage) trailer() []byte {
+	b := make([]byte, 0, len(gzipHeader)+len(finalBlock)+8)
+	if !z.header {
+		b = append(b, gzipHeader...)
+	}
+	b = append(b, finalBlock...)
+	b = binary.LittleEndian.AppendUint32(b, z.crc)
+	return binary.LittleEndian.AppendUint32(b, z.size)
+}
+
+// newJob makes a segment of the pending bytes. The trailer's checksum and
 // the history of the next segment are taken here, in order.
-func (z *gzipStage) submit() error {
-	j := &job{in: z.pend, dict: z.c.copyDict(z.dict), first: !z.header}
-	z.pend = newPending(z.c)
+func (z *gzipStage) newJob(in pending) *job {
+	j := &job{in: in, dict: z.c.copyDict(z.dict), first: !z.header}
 	z.header = true
 	if z.dict == nil {
 		z.dict = z.c.getDict()
 	}
-	for i := range j.in.chunks {
-		b := j.in.piece(i)
+	for i := range in.chunks {
+		b := in.piece(i)
 		z.crc = crc32.Update(z.crc, crc32.IEEETable, b)
 		z.size += uint32(len(b))
 		z.dict = appendWindow(z.dict, b)
 	}
-	if err := z.segs.submit(j, z.c.deflate, z.write); err != nil {
-		z.err = err
-		return err
-	}
-	return nil
-}
-
-func (z *gzipStage) write(b []byte) error {
-	_, err := z.next.Write(b)
-	return err
+	return j
 }
 
 // deflate compresses a gzip segment with a borrowed compressor; it runs on

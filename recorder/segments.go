@@ -2,6 +2,7 @@ package recorder
 
 import (
 	"bytes"
+	"errors"
 	"runtime"
 )
 
@@ -113,3 +114,84 @@ func (s *segments) wait() {
 // outstanding returns the number of uncompressed bytes not yet in the file
 // that the segments out hold, at most; for tests.
 func (s *segments) outstanding() int { return len(s.inflight) }
+
+// segmenter is what the gzip and bzip2 stages share: the pending bytes,
+// the segments out, their writing in order and the sticky error. A codec
+// supplies newJob, which turns the pending bytes into a segment (called in
+// order, on the session's goroutine), and compress, which runs on the
+// segment's own goroutine.
+type segmenter struct {
+	next     stage
+	c        *codecs
+	pend     pending
+	segs     segments
+	size     int // the pending bytes that make a segment
+	newJob   func(in pending) *job
+	compress func(*job)
+	err      error
+}
+
+func newSegmenter(next stage, c *codecs, size int, newJob func(pending) *job, compress func(*job)) segmenter {
+	return segmenter{next: next, c: c, pend: newPending(c), segs: segments{c: c}, size: size, newJob: newJob, compress: compress}
+}
+
+// Write keeps a copy of p pending, and hands what is pending to a segment
+// once it is size bytes.
+func (s *segmenter) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	if err := take(&s.pend, p, s.size, s.submit); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Flush hands what is pending to a segment and writes every segment into
+// the file; with nothing pending or out it writes nothing.
+func (s *segmenter) Flush() error {
+	if s.err != nil {
+		return s.err
+	}
+	if s.pend.len() > 0 {
+		if err := s.submit(); err != nil {
+			return err
+		}
+	}
+	if err := s.segs.writeDone(true, s.write); err != nil {
+		s.err = err
+		return err
+	}
+	return s.next.Flush()
+}
+
+// close flushes and, unless the stage failed, writes what tail returns (the
+// end of the codec's stream); then it gives everything back and closes the
+// file. It does not report again an error Write or Flush returned.
+func (s *segmenter) close(tail func() []byte) error {
+	var err error
+	if s.err == nil {
+		err = s.Flush()
+	}
+	if b := tail(); err == nil && s.err == nil && len(b) > 0 {
+		_, err = s.next.Write(b)
+	}
+	s.segs.wait()
+	s.pend.reset()
+	return errors.Join(err, s.next.Close())
+}
+
+func (s *segmenter) submit() error {
+	j := s.newJob(s.pend)
+	s.pend = newPending(s.c)
+	if err := s.segs.submit(j, s.compress, s.write); err != nil {
+		s.err = err
+		return err
+	}
+	return nil
+}
+
+func (s *segmenter) write(b []byte) error {
+	_, err := s.next.Write(b)
+	return err
+}
