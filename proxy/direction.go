@@ -157,7 +157,7 @@ func (d *direction) write(p []byte) (int, error) {
 // the socket to become writable.
 func (d *direction) writeFD(fd uintptr) bool {
 	for d.wn < len(d.wbuf) {
-		n, err := syscall.Write(int(fd), d.wbuf[d.wn:])
+		n, err := rawWrite(int(fd), d.wbuf[d.wn:])
 		switch err {
 		case nil:
 			d.wn += n

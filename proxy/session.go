@@ -430,7 +430,7 @@ func (r *blockReader) readFD(fd uintptr) bool {
 		r.buf = r.pool.get()
 	}
 	for {
-		n, err := syscall.Read(int(fd), *r.buf)
+		n, err := rawRead(int(fd), *r.buf)
 		switch err {
 		case syscall.EINTR:
 			continue
