@@ -44,31 +44,63 @@ func normaliseArgs(args []string, takesValue func(word string) bool) []string {
 // such as "-p", "--listen" or "-lp" (a cluster ending in an option with a
 // value) takes the next word as its value.
 func flagTakesValue(k *kong.Kong) func(string) bool {
-	short := map[rune]bool{} // short name → takes a value
-	long := map[string]bool{}
+	valueFlag := valueFlagOf(k)
+	return func(w string) bool { return valueFlag(w) != "" }
+}
+
+// valueFlagOf returns, for the parser's flags, the long name of the
+// option in a word that takes the next word as its value, or "".
+func valueFlagOf(k *kong.Kong) func(string) string {
+	short := map[rune]string{} // short name → long name, of options with a value
+	long := map[string]bool{}  // long name → takes a value
 	for _, group := range k.Model.AllFlags(false) {
 		for _, f := range group {
 			v := !f.IsBool() && !f.IsCounter()
 			long[f.Name] = v
-			if f.Short != 0 {
-				short[f.Short] = v
+			if f.Short != 0 && v {
+				short[f.Short] = f.Name
 			}
 		}
 	}
-	return func(w string) bool {
+	return func(w string) string {
 		switch {
 		case strings.HasPrefix(w, "--"):
-			return !strings.Contains(w, "=") && long[w[2:]]
+			if name := w[2:]; !strings.Contains(name, "=") && long[name] {
+				return name
+			}
 		case strings.HasPrefix(w, "-") && len(w) > 1:
 			// A cluster of one-letter options: the first that takes a value
 			// takes the rest of the word, or the next word if it is last.
 			rs := []rune(w[1:])
 			for i, r := range rs {
-				if short[r] {
-					return i == len(rs)-1
+				if name, ok := short[r]; ok {
+					if i == len(rs)-1 {
+						return name
+					}
+					return ""
 				}
 			}
 		}
-		return false
+		return ""
 	}
+}
+
+// missingValue returns the long name of an option that takes a value but
+// ends the (normalised) command line, or "". Values that begin with "-"
+// are taken as getopt(3) takes them, so only the end of the line can leave
+// an option without one.
+func missingValue(args []string, valueFlag func(string) string) string {
+	for i, w := range args {
+		if w == "--" {
+			return ""
+		}
+		if name := valueFlag(w); name != "" {
+			if i == len(args)-1 {
+				return name
+			}
+			// Skip the value, which may look like an option.
+			return missingValue(args[i+2:], valueFlag)
+		}
+	}
+	return ""
 }

@@ -199,7 +199,12 @@ func realMain(args []string, stdout, stderr io.Writer) (code int) {
 			code = int(ec)
 		}
 	}()
-	kctx, err := parser.Parse(normaliseArgs(args, flagTakesValue(parser)))
+	words := normaliseArgs(args, flagTakesValue(parser))
+	if name := missingValue(words, valueFlagOf(parser)); name != "" {
+		fmt.Fprintf(stderr, "ipprotd: %s\n", optionNames("--"+name+": missing value"))
+		return 2
+	}
+	kctx, err := parser.Parse(words)
 	if err != nil {
 		fmt.Fprintf(stderr, "ipprotd: %s\n", optionNames(err.Error()))
 		return 2
@@ -231,6 +236,9 @@ func newParser(c *cli, stdout, stderr io.Writer) (*kong.Kong, error) {
 		kong.Name("ipprotd"),
 		kong.Description(description),
 		kong.NoDefaultHelp(),
+		// As getopt(3) does: the word after an option that takes a value is
+		// its value, also when it begins with "-" (-C "-- %d").
+		kong.WithHyphenPrefixedParameters(true),
 		kong.ExplicitGroups(groups),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exitCode(code)) }),

@@ -76,6 +76,25 @@ func parse(t *testing.T, args ...string) (*config, error) {
 	return c.config()
 }
 
+// TestHyphenValues: a value that begins with "-" is taken as the value,
+// as getopt(3) takes it, not as the next option.
+func TestHyphenValues(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := parse(t, "-f", dir+"/-x", "-c", dir+"/log", "-C", "-- %N %x", "-r", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.record == nil || cfg.record.Prefix != dir+"/-x" {
+		t.Errorf("-f: %+v", cfg.record)
+	}
+	if got := string(cfg.connFormat.Append(nil, &proxy.Facts{N: 7})); got != "-- 7 ok\n" {
+		t.Errorf("-C: an entry renders as %q; want %q", got, "-- 7 ok\n")
+	}
+	if _, err := parse(t, "-f", "-L"); err != nil {
+		t.Errorf("-f -L: %v; want -L taken as the prefix", err)
+	}
+}
+
 // TestManualCommandLines: both examples of the manual parse as written.
 func TestManualCommandLines(t *testing.T) {
 	dir := t.TempDir()
@@ -170,6 +189,13 @@ func TestUsageErrors(t *testing.T) {
 		{"-p", "ipprotd: -p/--listen: missing value"},
 		{"-f", "ipprotd: -f/--data-log: missing value"},
 		{"-f p -uT", "ipprotd: -uT/--post-cmd-times: missing value"},
+		{"-b", "ipprotd: -b/--buffer-size: missing value"},
+		{"-c log -C", "ipprotd: -C/--conn-log-format: missing value"},
+		{"-Lsp", "ipprotd: -p/--listen: missing value"},
+		{"-f p -Dp", "ipprotd: -Dp/--pid-file: missing value"},
+		// As getopt(3): the word after an option with a value is the value.
+		{"-p -l", `ipprotd: -p/--listen: port "-l" is not a number`},
+		{"-b -5", "ipprotd: -b/--buffer-size: -5 is outside 1-67108864"},
 		{"-p 0", "ipprotd: -p/--listen: port 0 is outside 1-65535"},
 		{"-p 65536", "ipprotd: -p/--listen: port 65536 is outside 1-65535"},
 		{"-p http", `ipprotd: -p/--listen: port "http" is not a number`},
