@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -243,11 +244,29 @@ func newParser(c *cli, stdout, stderr io.Writer) (*kong.Kong, error) {
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
 		kong.ConfigureHelp(kong.HelpOptions{NoExpandSubcommands: true, WrapUpperBound: 100}),
+		kong.Help(helpPrinter),
 		kong.Vars{
 			"version":        versionString(),
 			"connlog_format": connlog.DefaultFormat,
 		},
 	)
+}
+
+// helpPrinter is kong's, with a usage line that says the proxy needs no
+// command word: kong's own would be "ipprotd <command> [flags]".
+func helpPrinter(o kong.HelpOptions, ctx *kong.Context) error {
+	if ctx.Selected() != nil {
+		return kong.DefaultHelpPrinter(o, ctx)
+	}
+	var b bytes.Buffer
+	out := ctx.Stdout
+	ctx.Stdout = &b
+	err := kong.DefaultHelpPrinter(o, ctx)
+	ctx.Stdout = out
+	help := strings.Replace(b.String(), "Usage: ipprotd <command> [flags]",
+		"Usage: ipprotd [flags]\n       ipprotd cat <FILE> ... [flags]", 1)
+	_, werr := io.WriteString(out, help)
+	return errors.Join(err, werr)
 }
 
 func versionString() string {

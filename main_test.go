@@ -252,9 +252,12 @@ func TestHelp(t *testing.T) {
 		if code := realMain(args, &stdout, &stderr); code != 0 {
 			t.Errorf("%v: exit status %d; want 0", args, code)
 		}
+		if first, _, _ := strings.Cut(stdout.String(), "\n"); first != "Usage: ipprotd [flags]" {
+			t.Errorf("%v: first line %q; want %q", args, first, "Usage: ipprotd [flags]")
+		}
 		out := strings.Join(strings.Fields(stdout.String()), " ") // unwrap
 		for _, want := range []string{
-			"Usage: ipprotd",
+			"ipprotd cat <FILE> ... [flags]",
 			"Listening and forwarding:", "Recording (need -f):", "Post-processing (need -f):", "Connection log:", "Running:",
 			"-p, --listen=PORT[@HOST]", "(default: 8080)",
 			"-h, --out-host=HOST", "(default: localhost)",
