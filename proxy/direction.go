@@ -79,8 +79,6 @@ func (d *direction) init(ss *session, dir recorder.Direction, src, dst *net.TCPC
 
 // run moves blocks until the direction ends or parks.
 func (d *direction) run() {
-	// Started or woken: the source may well hold bytes.
-	d.br.drained = false
 	for {
 		err := d.step()
 		switch {

@@ -387,8 +387,6 @@ type blockReader struct {
 	n    int
 	err  error
 	fn   func(fd uintptr) bool // r.readFD, bound once
-	// drained: the last read left the socket empty, most likely.
-	drained bool
 }
 
 func (r *blockReader) init(rc syscall.RawConn, pool *bufPool) {
@@ -417,15 +415,12 @@ func (r *blockReader) read() ([]byte, error) {
 // readFD is called by the runtime poller whenever the socket may be
 // readable; it returns false to wait for the next readiness.
 //
-// After a read that did not fill the buffer the socket is most likely
-// empty: the first call then waits for readiness without trying a read
-// that would only fail with EAGAIN. The runtime's poller remembers an edge
-// that came in meanwhile, so nothing is missed.
+// It always tries the read, even after a read that left the socket empty:
+// RawRead clears the poller's readiness before calling it, so an edge that
+// came in since the last read is known only to the socket itself, and
+// waiting without reading would miss bytes already there until the next
+// edge, which may never come (TestNoMissedWakeupWhileWriting).
 func (r *blockReader) readFD(fd uintptr) bool {
-	if r.drained {
-		r.drained = false
-		return false
-	}
 	if r.buf == nil {
 		r.buf = r.pool.get()
 	}
@@ -439,7 +434,6 @@ func (r *blockReader) readFD(fd uintptr) bool {
 			return false
 		case nil:
 			r.n = n
-			r.drained = n < len(*r.buf)
 		default:
 			r.err = err
 		}
