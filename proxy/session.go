@@ -419,7 +419,10 @@ func (r *blockReader) read() ([]byte, error) {
 // RawRead clears the poller's readiness before calling it, so an edge that
 // came in since the last read is known only to the socket itself, and
 // waiting without reading would miss bytes already there until the next
-// edge, which may never come (TestNoMissedWakeupWhileWriting).
+// edge, which may never come (TestNoMissedWakeupWhileWriting). Nor can the
+// skip be kept within one RawRead: a FIN queued behind the data is not
+// consumed by the read that returns the data, and its edge, merged with
+// the data's, is gone (TestNoMissedWakeupAtClose).
 func (r *blockReader) readFD(fd uintptr) bool {
 	if r.buf == nil {
 		r.buf = r.pool.get()
