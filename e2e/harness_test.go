@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -102,16 +103,35 @@ func need(t *testing.T, tools ...string) {
 	}
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
+// freePort returns a TCP port that was free on every address a moment
+// ago. It is taken below the kernel's ephemeral range (32768 and up),
+// from which every outgoing connection of every test takes its local
+// port: a port of that range, free when probed, could be a client's by the
+// time the daemon binds it.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range portSpan {
+		p := portBase + int(nextPort.Add(1)%portSpan)
+		l, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free port in %d-%d", portBase, portBase+portSpan-1)
+	return 0
 }
+
+const (
+	portBase = 20000
+	portSpan = 12000
+)
+
+// nextPort walks the span from a place of its own for each test process.
+var nextPort atomic.Int64
+
+func init() { nextPort.Store(int64(os.Getpid()) * 7919) }
 
 // syncBuffer is a bytes.Buffer safe for a writer and readers at once.
 type syncBuffer struct {
