@@ -3,14 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -265,27 +263,9 @@ func TestCatHelp(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for a writer and readers at once.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // waitOutput waits until buf holds want, or fails after a generous
 // deadline; nothing is timed.
-func waitOutput(t *testing.T, buf *lockedBuffer, want string) {
+func waitOutput(t *testing.T, buf *testkit.SyncBuffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(buf.String(), want) {
@@ -327,7 +307,7 @@ func TestCatFollow(t *testing.T) {
 			}
 			record(httpSession[0])
 
-			var out, errOut lockedBuffer
+			var out, errOut testkit.SyncBuffer
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan int, 1)
@@ -367,7 +347,7 @@ func TestCatFollow(t *testing.T) {
 // without both directions, or without stamps, is refused (exit 2) unless
 // --force.
 func TestCatPcapng(t *testing.T) {
-	need(t, "tshark")
+	testkit.Need(t, "tshark")
 	both := recordFile(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true}, httpSession)
 	out, errOut, code := catRun(t, "--pcapng", "--server", "10.1.2.34:80", both)
 	if code != 0 {
@@ -378,7 +358,7 @@ func TestCatPcapng(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "s.pcapng")
 	os.WriteFile(path, []byte(out), 0o644)
-	list := tshark(t, "-r", path)
+	list := testkit.Tshark(t, "-r", path)
 	for _, want := range []string{"10.1.2.33 → 10.1.2.34    HTTP", "GET / HTTP/1.1", "HTTP/1.1 200 OK", "49169 → 80 [FIN, ACK]"} {
 		if !strings.Contains(list, want) {
 			t.Errorf("tshark lacks %q:\n%s", want, list)
@@ -397,98 +377,26 @@ func TestCatPcapng(t *testing.T) {
 		}
 		out, _, code = catRun(t, "--pcapng", "--force", tt.file)
 		os.WriteFile(path, []byte(out), 0o644)
-		if code != 0 || !strings.Contains(tshark(t, "-r", path), "HTTP/1.1 200 OK") {
+		if code != 0 || !strings.Contains(testkit.Tshark(t, "-r", path), "HTTP/1.1 200 OK") {
 			t.Errorf("--force: exit status %d, or tshark sees no reply", code)
 		}
 	}
 }
 
-// tshark runs tshark with args and returns its output. Anything it says
-// on stderr fails the test, except its warning about running as root.
-func tshark(t *testing.T, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("tshark", args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("tshark %s: %v: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
-		if line != "" && !strings.HasPrefix(line, `Running as user "root"`) {
-			t.Errorf("tshark %s says on stderr: %s", strings.Join(args, " "), line)
-		}
-	}
-	return stdout.String()
-}
-
-// need skips the test when a tool is missing, except in CI (CI set),
-// where it fails: CI must install it.
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed; CI must install it", tool)
-			}
-			t.Skipf("%s is not installed (CI installs it)", tool)
-		}
-	}
-}
-
-// pgBin is where Debian installs PostgreSQL 15's server programs.
-const pgBin = "/usr/lib/postgresql/15/bin/"
-
-// startPostgres runs a PostgreSQL 15 server of its own, as the postgres
-// user, on a free loopback port (trust authentication), until the test
-// ends; it returns the port.
+// startPostgres runs a PostgreSQL server of the test's own on a free
+// loopback port (trust authentication for postgres) until the test ends;
+// it returns the port.
 func startPostgres(t *testing.T) int {
 	t.Helper()
-	need(t, "runuser", "psql", pgBin+"initdb", pgBin+"pg_ctl", pgBin+"pgbench")
-	pg, err := user.Lookup("postgres")
+	testkit.Need(t, "runuser", "psql")
+	initdb, postgres := testkit.PgTool(t, "initdb"), testkit.PgTool(t, "postgres")
+	port := testkit.FreePort(t)
+	stop, err := testkit.StartPostgres(initdb, postgres, port)
 	if err != nil {
-		t.Skipf("no postgres user: %v", err)
+		t.Fatalf("PostgreSQL: %v", err)
 	}
-	uid, _ := strconv.Atoi(pg.Uid)
-	gid, _ := strconv.Atoi(pg.Gid)
-	// t.TempDir's folders are root's alone; the server needs its own.
-	dir, err := os.MkdirTemp("", "ipprot-pg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(dir, uid, gid); err != nil {
-		t.Skipf("cannot give the server a folder (not root?): %v", err)
-	}
-	asPostgres := func(args ...string) {
-		t.Helper()
-		out, err := exec.Command("runuser", append([]string{"-u", "postgres", "--"}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	data := filepath.Join(dir, "data")
-	asPostgres(pgBin+"initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
-	port := freePort(t)
-	asPostgres(pgBin+"pg_ctl", "-D", data, "-l", filepath.Join(dir, "log"), "-w", "start",
-		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, dir))
-	t.Cleanup(func() {
-		exec.Command("runuser", "-u", "postgres", "--", pgBin+"pg_ctl", "-D", data, "-m", "immediate", "-w", "stop").Run()
-	})
+	t.Cleanup(stop)
 	return port
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // startProxy runs the daemon in this process, as main does, with args and
@@ -496,13 +404,13 @@ func freePort(t *testing.T) int {
 // drain) and waits.
 func startProxy(t *testing.T, args ...string) (port int, stop func()) {
 	t.Helper()
-	port = freePort(t)
+	port = testkit.FreePort(t)
 	cfg, err := parse(t, append([]string{"-p", fmt.Sprintf("%d@127.0.0.1", port)}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var log lockedBuffer
+	var log testkit.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, &log) }()
 	waitOutput(t, &log, "msg=listening")
@@ -543,7 +451,7 @@ var psqlStatements = []string{
 // tshark the session byte for byte and the queries; the -s recording is
 // refused as such.
 func TestCatPostgres(t *testing.T) {
-	need(t, "tshark")
+	testkit.Need(t, "tshark")
 	pgPort := startPostgres(t)
 	dir := t.TempDir()
 	fwd := []string{"-h", "127.0.0.1", "-P", strconv.Itoa(pgPort), "-L", "-M"}
@@ -577,7 +485,7 @@ func TestCatPostgres(t *testing.T) {
 	psql(sPort, "s")
 	script := filepath.Join(dir, "bench.sql")
 	os.WriteFile(script, []byte("\\set id 2\nSELECT name FROM audit_t WHERE id = :id;\nUPDATE audit_t SET name = 'w' WHERE id = :id;\n"), 0o644)
-	bench := exec.Command(pgBin+"pgbench", "-h", "127.0.0.1", "-p", strconv.Itoa(plainPort), "-U", "postgres", "-n", "-t", "1", "-M", "extended", "-f", script, "plain")
+	bench := exec.Command(testkit.PgTool(t, "pgbench"), "-h", "127.0.0.1", "-p", strconv.Itoa(plainPort), "-U", "postgres", "-n", "-t", "1", "-M", "extended", "-f", script, "plain")
 	if out, err := bench.CombinedOutput(); err != nil {
 		t.Fatalf("pgbench: %v\n%s", err, out)
 	}
@@ -683,11 +591,11 @@ func TestCatPostgres(t *testing.T) {
 		}
 		capture := filepath.Join(t.TempDir(), "psql.pcapng")
 		os.WriteFile(capture, []byte(out), 0o644)
-		list := tshark(t, "-r", capture)
+		list := testkit.Tshark(t, "-r", capture)
 		if !strings.Contains(list, fmt.Sprintf("→ %d [SYN]", pgPort)) {
 			t.Errorf("the capture does not show the destination's port %d:\n%s", pgPort, list)
 		}
-		queries := tshark(t, "-r", capture, "-d", fmt.Sprintf("tcp.port==%d,pgsql", pgPort), "-Y", "pgsql.query", "-T", "fields", "-e", "pgsql.query")
+		queries := testkit.Tshark(t, "-r", capture, "-d", fmt.Sprintf("tcp.port==%d,pgsql", pgPort), "-Y", "pgsql.query", "-T", "fields", "-e", "pgsql.query")
 		if want := strings.Join(psqlStatements, "\n") + "\n"; queries != want {
 			t.Errorf("tshark's queries:\n%s\nwant:\n%s", queries, want)
 		}
@@ -701,39 +609,10 @@ func TestCatPostgres(t *testing.T) {
 		for b, err := r.Next(); err == nil; b, err = r.Next() {
 			streams[b.Dir] = append(streams[b.Dir], b.Data...)
 		}
-		client, server := followStreams(t, capture)
+		client, server := testkit.FollowTCP(t, capture)
 		if !bytes.Equal(client, streams[recorder.In]) || !bytes.Equal(server, streams[recorder.Out]) {
 			t.Errorf("Follow TCP stream: %d and %d bytes; want the recording's %d and %d, equal",
 				len(client), len(server), len(streams[recorder.In]), len(streams[recorder.Out]))
 		}
 	})
-}
-
-// followStreams returns the two directions' bytes as tshark's "Follow TCP
-// stream" reassembles them: the client's lines are not indented.
-func followStreams(t *testing.T, path string) (client, server []byte) {
-	t.Helper()
-	body := false
-	for _, line := range strings.Split(tshark(t, "-r", path, "-q", "-z", "follow,tcp,raw,0"), "\n") {
-		switch {
-		case strings.HasPrefix(line, "Node 1:"):
-			body = true
-			continue
-		case strings.HasPrefix(line, "====="), line == "":
-			body = false
-		}
-		if !body {
-			continue
-		}
-		p, err := hex.DecodeString(strings.TrimPrefix(line, "\t"))
-		if err != nil {
-			t.Fatalf("follow output %q: %v", line, err)
-		}
-		if strings.HasPrefix(line, "\t") {
-			server = append(server, p...)
-		} else {
-			client = append(client, p...)
-		}
-	}
-	return client, server
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"io"
 	"net"
 	"os/exec"
@@ -84,7 +85,7 @@ func TestAllowListMatrix(t *testing.T) {
 			dir := t.TempDir()
 			up := &countingEcho{}
 			u := startUpstream(t, up.handle)
-			port := freePort(t)
+			port := testkit.FreePort(t)
 			listen := fmt.Sprintf("%d@127.0.0.1", port)
 			if tt.dualStack {
 				listen = fmt.Sprint(port)
@@ -178,7 +179,7 @@ func TestAllowListBadEntries(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.entry, func(t *testing.T) {
-			port := freePort(t)
+			port := testkit.FreePort(t)
 			out, err := exec.Command(binary, "-p", fmt.Sprintf("%d@127.0.0.1", port), "-r", "127.0.0.1", "-r", tt.entry).CombinedOutput()
 			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
 				t.Fatalf("exit %v; want status 2 (output %q)", err, out)

@@ -4,36 +4,19 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
-
-// pgTool finds a PostgreSQL program: on PATH or in the server's bin folder,
-// which Debian keeps off PATH.
-func pgTool(t *testing.T, name string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/" + name); len(m) > 0 {
-		sort.Strings(m)
-		return m[len(m)-1]
-	}
-	need(t, name) // skips, or fails in CI
-	return ""
-}
 
 // pg is the PostgreSQL server of the package, started by the first test
 // that needs it and stopped by TestMain.
@@ -47,99 +30,19 @@ var pg struct {
 // trust authentication for the user postgres, starting it if needed.
 func postgresPort(t *testing.T) int {
 	t.Helper()
-	need(t, "runuser", "psql")
-	initdb, postgres := pgTool(t, "initdb"), pgTool(t, "postgres")
-	pg.once.Do(func() { pg.port, pg.err = startPostgres(initdb, postgres) })
+	testkit.Need(t, "runuser", "psql")
+	initdb, postgres := testkit.PgTool(t, "initdb"), testkit.PgTool(t, "postgres")
+	pg.once.Do(func() {
+		pg.port = testkit.FreePort(t)
+		var stop func()
+		if stop, pg.err = testkit.StartPostgres(initdb, postgres, pg.port); pg.err == nil {
+			registerAtExit(stop)
+		}
+	})
 	if pg.err != nil {
 		t.Fatalf("PostgreSQL: %v", pg.err)
 	}
 	return pg.port
-}
-
-// startPostgres runs initdb and the server as the user postgres (which
-// PostgreSQL insists on: it refuses root) in a fresh folder. The server
-// dies with this process (Pdeathsig) should TestMain not get to stop it.
-func startPostgres(initdb, postgres string) (int, error) {
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return 0, err
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	dir, err := os.MkdirTemp("", "ipprot-pg-")
-	if err != nil {
-		return 0, err
-	}
-	registerAtExit(func() { os.RemoveAll(dir) })
-	if err := os.Chown(dir, uid, gid); err != nil {
-		return 0, err
-	}
-	data := filepath.Join(dir, "data")
-	out, err := exec.Command("runuser", "-u", "postgres", "--", initdb, "-D", data,
-		"-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync").CombinedOutput()
-	if err != nil {
-		return 0, fmt.Errorf("initdb: %v\n%s", err, out)
-	}
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	logFile, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		return 0, err
-	}
-	os.Chown(logFile.Name(), uid, gid)
-	cmd := exec.Command(postgres, "-D", data, "-p", strconv.Itoa(port), "-k", dir,
-		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=100")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Dir = dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)},
-		Pdeathsig:  syscall.SIGKILL,
-	}
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	exited := make(chan struct{})
-	go waitAndClose(cmd, logFile, exited)
-	registerAtExit(func() { stopPostgres(cmd, exited) })
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := exec.Command("psql", "-X", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "postgres", "-d", "postgres", "-c", "SELECT 1").Run()
-		if err == nil {
-			return port, nil
-		}
-		select {
-		case <-exited:
-			b, _ := os.ReadFile(logFile.Name())
-			return 0, fmt.Errorf("the server ended at start:\n%s", b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logFile.Name())
-			return 0, fmt.Errorf("not ready within 60 s: %v\n%s", err, b)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func waitAndClose(cmd *exec.Cmd, f *os.File, exited chan<- struct{}) {
-	cmd.Wait()
-	f.Close()
-	close(exited)
-}
-
-// stopPostgres asks for a fast shutdown (SIGINT) and kills after 20 s.
-func stopPostgres(cmd *exec.Cmd, exited <-chan struct{}) {
-	cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-exited:
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		<-exited
-	}
 }
 
 // pgEnv is libpq's environment for a plain-text session: no TLS, no GSS,
@@ -173,7 +76,7 @@ func connLogFields(t *testing.T, line string) map[string]string {
 // parameters, found a whole file (bzip2 -t) and the connection's log line
 // already written; the line says ok.
 func TestPsqlManualSecondExample(t *testing.T) {
-	need(t, "psql", "bzip2")
+	testkit.Need(t, "psql", "bzip2")
 	pgPort := postgresPort(t)
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "connection_protocol", "conn.log")
@@ -246,9 +149,9 @@ grep -F -- " $1" %[1]s | sed 's/^/log=/'`, logPath))
 // (gzip -t), and each recording holds exactly the bytes the log line
 // counts both ways (no -M, no -s: the file is the two directions' data).
 func TestPgbenchRecorded(t *testing.T) {
-	need(t, "pgbench", "gzip")
+	testkit.Need(t, "pgbench", "gzip")
 	pgPort := postgresPort(t)
-	pgbench := pgTool(t, "pgbench")
+	pgbench := testkit.PgTool(t, "pgbench")
 	if out, err := pgCommand(pgbench, "-i", "-q", "-s", "1", "-h", "127.0.0.1", "-p", strconv.Itoa(pgPort)).CombinedOutput(); err != nil {
 		t.Fatalf("pgbench -i: %v\n%s", err, out)
 	}
@@ -301,7 +204,7 @@ func TestPgbenchRecorded(t *testing.T) {
 // teeListener hands out connections whose writes are also copied to w.
 type teeListener struct {
 	net.Listener
-	w *syncBuffer
+	w *testkit.SyncBuffer
 }
 
 func (l teeListener) Accept() (net.Conn, error) {
@@ -314,7 +217,7 @@ func (l teeListener) Accept() (net.Conn, error) {
 
 type teeConn struct {
 	net.Conn
-	w *syncBuffer
+	w *testkit.SyncBuffer
 }
 
 func (c teeConn) Write(p []byte) (int, error) {
@@ -401,7 +304,7 @@ func parseBlocks(rec []byte) ([]block, error) {
 // the stamps within the test's clock window, the ISO line in the daemon's
 // zone with the right sign.
 func TestCurlManualBlockStamps(t *testing.T) {
-	need(t, "curl")
+	testkit.Need(t, "curl")
 	for _, zone := range []string{"Europe/Berlin", "America/New_York"} {
 		t.Run(zone, func(t *testing.T) { curlBlockStamps(t, zone) })
 	}
@@ -417,7 +320,7 @@ func curlBlockStamps(t *testing.T, zone string) {
 		t.Fatal(err)
 	}
 	const body = "<HTML><BODY>ipprotd</BODY></HTML>\n"
-	sent := &syncBuffer{}
+	sent := &testkit.SyncBuffer{}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
 		w.Write([]byte(body))

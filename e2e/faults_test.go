@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -94,7 +95,7 @@ func connLogLine(t *testing.T, path string, n int) string {
 func TestDestinationDown(t *testing.T) {
 	dir := t.TempDir()
 	h := newHook(t, "")
-	down := freePort(t)
+	down := testkit.FreePort(t)
 	d := startDaemon(t, "-P", fmt.Sprintf("%d@127.0.0.1", down), "-f", dir+"/prot", "-u", h.path,
 		"-c", dir+"/conn.log", "-C", "%N %x %o %O %r %w %f%n")
 	if _, err := sendAndRead(d.addr(), []byte("SELECT 1;")); !isReset(err) {
@@ -666,7 +667,7 @@ func TestDiskFull(t *testing.T) {
 		d.stop()
 	})
 	t.Run("gzip", func(t *testing.T) {
-		need(t, "gzip")
+		testkit.Need(t, "gzip")
 		mnt := mountTmpfs(t, "1m")
 		logs := t.TempDir()
 		results := make(chan received, 2)
@@ -852,7 +853,7 @@ func TestKill9MidStream(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.tool != "" {
-				need(t, tt.tool)
+				testkit.Need(t, tt.tool)
 			}
 			dir := t.TempDir()
 			p := progress{ended: make(chan struct{})}
@@ -928,7 +929,7 @@ func TestKill9MidStream(t *testing.T) {
 // line and a hook run that finds a whole gzip file with exactly its bytes,
 // and the daemon exits 0.
 func TestStopWith50Sessions(t *testing.T) {
-	need(t, "gzip")
+	testkit.Need(t, "gzip")
 	const n = 50
 	dir := t.TempDir()
 	h := newHook(t, `gzip -t "$1" && echo gzip-t=ok`)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"io"
 	"net"
 	"os"
@@ -18,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -89,73 +89,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// need skips the test when a tool is missing, except in CI (CI set), where
-// the tool must have been installed and its absence is a failure.
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed; .ci/run must install it", tool)
-			}
-			t.Skipf("%s is not installed (CI installs it)", tool)
-		}
-	}
-}
-
-// freePort returns a TCP port that was free on every address a moment
-// ago. It is taken below the kernel's ephemeral range (32768 and up),
-// from which every outgoing connection of every test takes its local
-// port: a port of that range, free when probed, could be a client's by the
-// time the daemon binds it.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range portSpan {
-		p := portBase + int(nextPort.Add(1)%portSpan)
-		l, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return p
-	}
-	t.Fatalf("no free port in %d-%d", portBase, portBase+portSpan-1)
-	return 0
-}
-
-const (
-	portBase = 20000
-	portSpan = 12000
-)
-
-// nextPort walks the span from a place of its own for each test process.
-var nextPort atomic.Int64
-
-func init() { nextPort.Store(int64(os.Getpid()) * 7919) }
-
-// syncBuffer is a bytes.Buffer safe for a writer and readers at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // daemon is a running ipprotd in the foreground.
 type daemon struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testkit.SyncBuffer
 	port   int // where it listens
 	done   chan struct{}
 	err    error // Wait's result, once done is closed
@@ -165,7 +103,7 @@ type daemon struct {
 // (which must not contain -p) and waits until it listens.
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	return startDaemonOn(t, port, append([]string{"-p", fmt.Sprintf("%d@127.0.0.1", port)}, args...)...)
 }
 
@@ -178,7 +116,7 @@ func startDaemonOn(t *testing.T, port int, args ...string) *daemon {
 
 func startCommand(t *testing.T, port int, cmd *exec.Cmd) *daemon {
 	t.Helper()
-	d := &daemon{t: t, cmd: cmd, stderr: &syncBuffer{}, port: port, done: make(chan struct{})}
+	d := &daemon{t: t, cmd: cmd, stderr: &testkit.SyncBuffer{}, port: port, done: make(chan struct{})}
 	cmd.Stderr = d.stderr
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()

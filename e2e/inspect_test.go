@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"net"
 	"os"
 	"os/exec"
@@ -23,7 +24,7 @@ import (
 // GOTRACEBACK) for the daemon.
 func startDaemonEnv(t *testing.T, env []string, args ...string) *daemon {
 	t.Helper()
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	cmd := exec.Command(binary, append([]string{"-p", fmt.Sprintf("%d@127.0.0.1", port)}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	return startCommand(t, port, cmd)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"io"
 	"net"
 	"os"
@@ -20,10 +21,10 @@ import (
 // while a connection is open: the connection goes on to its end, then the
 // daemon exits and removes its pid file.
 func TestManualFirstExample(t *testing.T) {
-	need(t, "gzip")
+	testkit.Need(t, "gzip")
 	dir := t.TempDir()
 	up := startUpstream(t, echoHandler)
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	pidFile := filepath.Join(dir, "conn_rec", "ipprot_pid_"+strconv.Itoa(port))
 	os.MkdirAll(filepath.Dir(pidFile), 0o755)
 	cmd := exec.Command(binary, strings.Fields(fmt.Sprintf(
@@ -142,7 +143,7 @@ func TestPidFile(t *testing.T) {
 	if pidOf(t, pidFile) != d.cmd.Process.Pid {
 		t.Fatalf("pid file names %d; want %d", pidOf(t, pidFile), d.cmd.Process.Pid)
 	}
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	out, err := exec.Command(binary, "-p", fmt.Sprintf("%d@127.0.0.1", port), "--pid-file", pidFile).CombinedOutput()
 	want := fmt.Sprintf("ipprotd: --pid-file: %s names pid %d, an ipprotd that is still running\n", pidFile, d.cmd.Process.Pid)
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || string(out) != want {
@@ -294,9 +295,9 @@ func TestUsageErrorBinary(t *testing.T) {
 // exhausts them; the accept loop backs off, and once the burst is gone the
 // daemon serves again.
 func TestEMFILE(t *testing.T) {
-	need(t, "prlimit")
+	testkit.Need(t, "prlimit")
 	up := startUpstream(t, echoHandler)
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	d := startCommand(t, port, exec.Command("prlimit", "--nofile=64:64", binary, "-p", fmt.Sprintf("%d@127.0.0.1", port), "-P", up.out()))
 	var conns []net.Conn
 	for range 80 {

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"errors"
 	"fmt"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -527,7 +528,7 @@ func hookRunCount(t *testing.T, hooks string) int {
 // under a soft memory limit and two more rounds follow; the third must not
 // leave the daemon's memory higher than the second.
 func TestLoadThousandSessions(t *testing.T) {
-	need(t, "gzip")
+	testkit.Need(t, "gzip")
 	n := loadSessions
 	seed := loadSeed(t)
 	var current atomic.Pointer[loadRun]

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"io"
 	"net"
 	"os"
@@ -53,7 +54,7 @@ func echoOnce(t *testing.T, addr string, msg []byte) int {
 // data file is complete when the command runs (gzip -t/bzip2 -t pass inside
 // it). -uT runs in a zone west of UTC, so the offset's sign shows.
 func TestPostCmdParameters(t *testing.T) {
-	need(t, "gzip", "bzip2")
+	testkit.Need(t, "gzip", "bzip2")
 	tests := []struct {
 		name   string
 		opt    string
@@ -372,7 +373,7 @@ func TestStopRunsQueuedHooksDetached(t *testing.T) {
 echo "$IPPROT_CONN" >> %s
 `, gate, done))
 	up := startUpstream(t, echoHandler)
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	pidFile, logFile := filepath.Join(dir, "pid"), filepath.Join(dir, "daemon.log")
 	cmd := exec.Command(binary, "-p", fmt.Sprintf("%d@127.0.0.1", port), "-P", up.out(), "-f", dir+"/prot",
 		"-u", hook, "--post-jobs", "1", "-c", dir+"/conn.log", "-C", "%N %x%n", "--log-file", logFile, "-Dp", pidFile)

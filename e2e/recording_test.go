@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"net"
 	"os"
 	"os/exec"
@@ -82,12 +83,12 @@ func TestPlantedNamesLeftAlone(t *testing.T) {
 // received is in a data file, every session has one line, and each failure
 // is one of the documented outcomes.
 func TestEMFILEWhileRecording(t *testing.T) {
-	need(t, "prlimit")
+	testkit.Need(t, "prlimit")
 	const n = 80
 	dir := t.TempDir()
 	results := make(chan received, n)
 	up := startUpstream(t, collectEcho(results))
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	d := startCommand(t, port, exec.Command("prlimit", "--nofile=64:64", binary, "-p", fmt.Sprintf("%d@127.0.0.1", port),
 		"-P", up.out(), "-l", "-f", dir+"/prot", "-c", dir+"/conn.log", "-C", "%N %x %f%n"))
 	var wg sync.WaitGroup

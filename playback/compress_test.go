@@ -3,6 +3,7 @@ package playback
 import (
 	"bytes"
 	"errors"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -202,7 +203,7 @@ func recordFlushes(t *testing.T, c recorder.Compression, blocks []tblock, group 
 // its last block but before the stream's end, it gives that block, whose
 // own CRC checked, where bzip2 -dc gives nothing of the stream.
 func TestTruncated(t *testing.T) {
-	need(t, "gzip", "bzip2")
+	testkit.Need(t, "gzip", "bzip2")
 	for _, tt := range []struct {
 		c      recorder.Compression
 		tool   string
@@ -276,7 +277,7 @@ func TestTruncated(t *testing.T) {
 // stream may itself be wrong: gzip's CRC covers the whole file and is
 // checked at its end, bzip2's a block's and is checked after it.)
 func TestCorrupt(t *testing.T) {
-	need(t, "gzip", "bzip2")
+	testkit.Need(t, "gzip", "bzip2")
 	blocks := session(150, 2<<10)
 	for _, tt := range []struct {
 		name string

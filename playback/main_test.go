@@ -3,7 +3,6 @@ package playback
 import (
 	"flag"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -17,20 +16,6 @@ func TestMain(m *testing.M) {
 	// golden files show local times.
 	time.Local = time.FixedZone("UTC+1", 3600)
 	goleak.VerifyTestMain(m)
-}
-
-// need skips the test when a tool is missing, except in CI (CI set),
-// where it fails: CI must install it.
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed; CI must install it", tool)
-			}
-			t.Skipf("%s is not installed (CI installs it)", tool)
-		}
-	}
 }
 
 // golden compares got with testdata/name, or rewrites it with -update.

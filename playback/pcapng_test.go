@@ -2,7 +2,7 @@ package playback
 
 import (
 	"bytes"
-	"encoding/hex"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,54 +13,6 @@ import (
 
 	"github.com/ipprot/ipprot/recorder"
 )
-
-// tshark runs tshark with args and returns its output. Anything it says
-// on stderr fails the test, except its warning about running as root.
-func tshark(t *testing.T, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("tshark", args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("tshark %s: %v: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
-		if line != "" && !strings.HasPrefix(line, `Running as user "root"`) {
-			t.Errorf("tshark %s says on stderr: %s", strings.Join(args, " "), line)
-		}
-	}
-	return stdout.String()
-}
-
-// followStreams returns the two directions' bytes as tshark's "Follow TCP
-// stream" reassembles them: node 0 sent the lines without a tab.
-func followStreams(t *testing.T, path string) (client, server []byte) {
-	t.Helper()
-	out := tshark(t, "-r", path, "-q", "-z", "follow,tcp,raw,0")
-	body := false
-	for _, line := range strings.Split(out, "\n") {
-		switch {
-		case strings.HasPrefix(line, "Node 1:"):
-			body = true
-			continue
-		case strings.HasPrefix(line, "====="):
-			body = false
-		}
-		if !body || line == "" {
-			continue
-		}
-		p, err := hex.DecodeString(strings.TrimPrefix(line, "\t"))
-		if err != nil {
-			t.Fatalf("follow output %q: %v", line, err)
-		}
-		if strings.HasPrefix(line, "\t") {
-			server = append(server, p...)
-		} else {
-			client = append(client, p...)
-		}
-	}
-	return client, server
-}
 
 // writePcapng writes blocks as a capture of conn into a file.
 func writePcapng(t *testing.T, conn PcapngConfig, blocks []tblock, end time.Time) string {
@@ -110,7 +62,7 @@ func TestPcapngGolden(t *testing.T) {
 // and expert analysis find nothing; Follow TCP stream gives each
 // direction's bytes exactly; the comment and packet times are there.
 func TestPcapngTshark(t *testing.T) {
-	need(t, "tshark", "capinfos")
+	testkit.Need(t, "tshark", "capinfos")
 	big := bytes.Repeat([]byte("0123456789"), 20000) // 200000 bytes: 4 segments
 	at := time.UnixMicro(1386170322361458)
 	blocks := []tblock{
@@ -140,20 +92,20 @@ func TestPcapngTshark(t *testing.T) {
 				Start:   at.Add(-time.Second),
 			}
 			path := writePcapng(t, conn, blocks, at.Add(time.Second))
-			list := tshark(t, "-r", path)
+			list := testkit.Tshark(t, "-r", path)
 			if n := strings.Count(list, "\n"); n != 3+1+1+1+1+4+1+1+1+3 {
 				t.Errorf("tshark lists %d packets; want 17:\n%s", n, list)
 			}
-			bad := tshark(t, "-r", path, "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
+			bad := testkit.Tshark(t, "-r", path, "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
 				"-Y", "tcp.checksum.status != 1 || ip.checksum.status == 0 || tcp.analysis.flags || _ws.expert.severity >= warning")
 			if bad != "" {
 				t.Errorf("tshark flags packets:\n%s", bad)
 			}
-			client, server := followStreams(t, path)
+			client, server := testkit.FollowTCP(t, path)
 			if !bytes.Equal(client, wantClient) || !bytes.Equal(server, wantServer) {
 				t.Errorf("Follow TCP stream: client %d bytes, server %d; want %d and %d, equal", len(client), len(server), len(wantClient), len(wantServer))
 			}
-			fields := tshark(t, "-r", path, "-T", "fields", "-e", "frame.time_epoch", "-Y", "tcp.len > 0")
+			fields := testkit.Tshark(t, "-r", path, "-T", "fields", "-e", "frame.time_epoch", "-Y", "tcp.len > 0")
 			wantTimes := "1386170322.361458000\n1386170322.362458000\n1386170322.363458000\n1386170322.363458000\n1386170322.363458000\n1386170322.363458000\n1386170322.364458000\n"
 			if fields != wantTimes {
 				t.Errorf("packet times:\n%s\nwant:\n%s", fields, wantTimes)
