@@ -250,24 +250,9 @@ func (u usage) String() string {
 
 func usageOf(t *testing.T, pid int) usage {
 	t.Helper()
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := usage{fds: len(fds)}
-	for _, l := range readLines(t, fmt.Sprintf("/proc/%d/status", pid)) {
-		k, v, _ := strings.Cut(l, ":")
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[0], 10, 64)
-		switch k {
-		case "VmRSS":
-			u.rssKiB = n
-		case "Threads":
-			u.threads = n
-		}
+	u, ok := readUsage(pid)
+	if !ok {
+		t.Fatalf("cannot read /proc/%d", pid)
 	}
 	return u
 }

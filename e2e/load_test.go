@@ -308,7 +308,8 @@ func (s *sampler) end() usage {
 	return s.peak
 }
 
-// readUsage is usageOf without a test, for the sampler's goroutine.
+// readUsage reads a process's usage from /proc; false if it cannot
+// (the process ended). The sampler's goroutine calls it without a test.
 func readUsage(pid int) (usage, bool) {
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
