@@ -1,14 +1,13 @@
 package postproc
 
 import (
-	"bytes"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,24 +21,13 @@ func TestMain(m *testing.M) {
 }
 
 // logBuf is the daemon's log in a test: text lines without time.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type logBuf struct{ testkit.SyncBuffer }
 
 // lines returns the lines logged so far that contain every one of subs.
 func (b *logBuf) lines(subs ...string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []string
 next:
-	for _, l := range strings.Split(b.buf.String(), "\n") {
+	for _, l := range strings.Split(b.String(), "\n") {
 		if l == "" {
 			continue
 		}
@@ -51,12 +39,6 @@ next:
 		out = append(out, l)
 	}
 	return out
-}
-
-func (b *logBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // newLogger returns a logger writing to a logBuf at debug level, without
