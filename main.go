@@ -559,7 +559,7 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 		defer pid.remove()
 	}
 
-	ln, err := net.Listen("tcp", cfg.listenAddr)
+	ln, err := proxy.Listen(context.Background(), cfg.listenAddr)
 	if err != nil {
 		return fmt.Errorf("-p/--listen: %w", err)
 	}
