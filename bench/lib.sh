@@ -12,7 +12,7 @@ LOAD_PORT=$((PORT_BASE + 3))  # loadgen serve
 # target i listens on PORT_BASE+100+10*i + 1 (to iperf3), + 2 (to the page)
 # and + 3 (to loadgen).
 TARGETS=(direct haproxy-splice haproxy nginx socat naive naive-tee-file naive-tee-pgzip
-    ipprotd ipprotd-Lf ipprotd-Lfc ipprotd-Lz ipprotd-Lj)
+    ipprotd ipprotd-Lf ipprotd-Lfc ipprotd-Lz ipprotd-Lj epoll-go)
 
 # ipprotd's recording options per target; the prefix is filled in per
 # listener so that no two processes share data file names.
@@ -76,10 +76,11 @@ build_all() {
     else
         version=$(git -C "$ROOT" describe --tags --always --dirty 2>/dev/null || echo devel)
     fi
-    log "building ipprotd $version, naivego, loadgen, report"
+    log "building ipprotd $version, naivego, epollgo, loadgen, report"
     (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$version" -o "$BIN/ipprotd" .)
     (cd "$ROOT" &&
         go build -o "$BIN/naivego" ./bench/naivego &&
+        go build -o "$BIN/epollgo" ./bench/epollgo &&
         go build -o "$BIN/loadgen" ./bench/loadgen &&
         go build -o "$BIN/report" ./bench/report)
 }
@@ -223,6 +224,7 @@ start_target() {
             naive) spawn "$t-$b" "$BIN/naivego" -listen "127.0.0.1:$in" -to "127.0.0.1:$dest" ;;
             naive-tee-file) spawn "$t-$b" "$BIN/naivego" -listen "127.0.0.1:$in" -to "127.0.0.1:$dest" -tee-file "$dir" ;;
             naive-tee-pgzip) spawn "$t-$b" "$BIN/naivego" -listen "127.0.0.1:$in" -to "127.0.0.1:$dest" -tee-gzip "$dir" ;;
+            epoll-go) spawn "$t-$b" "$BIN/epollgo" -listen "127.0.0.1:$in" -to "127.0.0.1:$dest" ;;
             ipprotd*)
                 flags=${IPPROTD_FLAGS[$t]//@DATA@/$dir}
                 # shellcheck disable=SC2086 # flags are words

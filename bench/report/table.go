@@ -94,6 +94,7 @@ var labels = map[string]string{
 	"naive":           "naive Go",
 	"naive-tee-file":  "naive Go tee-to-file",
 	"naive-tee-pgzip": "naive Go tee-to-pgzip",
+	"epoll-go":        "epoll Go",
 	"ipprotd":         "**ipprotd**",
 	"ipprotd-Lf":      "**ipprotd -L -f**",
 	"ipprotd-Lfc":     "**ipprotd -L -f -c**",
