@@ -211,7 +211,7 @@ func (d *direction) park() bool {
 }
 
 // wake is called by the parker when the parked source became readable
-// (or was closed): the direction runs again on a new goroutine.
+// (or was closed): the direction runs again on a worker goroutine.
 func (d *direction) wake(id uint64) {
 	d.mu.Lock()
 	if d.state != parked || d.parkID != id {
@@ -221,7 +221,7 @@ func (d *direction) wake(id uint64) {
 	d.state = running
 	d.ss.srv.parker.remove(d)
 	d.mu.Unlock()
-	go d.run()
+	d.ss.srv.workers.Go(d.run)
 }
 
 // unpark ends a parked direction of a cancelled session; a running one

@@ -129,6 +129,7 @@ type Server struct {
 	now     func() time.Time
 	dial    func(ctx context.Context, network, address string) (net.Conn, error)
 	bufPool *bufPool // buffers of cfg.BufferSize, held only while a block is in flight
+	workers *workers // run sessions and directions
 	parker  parker   // watches the sockets of idle directions
 	// parkAfter is how long a direction's source must stay silent before
 	// the direction gives up its goroutine (defaultParkAfter; tests lower
@@ -171,6 +172,7 @@ func New(cfg Config) *Server {
 		s.dial = d.DialContext
 	}
 	s.bufPool = newBufPool(cfg.BufferSize)
+	s.workers = newWorkers()
 	s.abortCtx, s.abort = context.WithCancelCause(context.Background())
 	return s
 }
@@ -250,7 +252,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		s.sessions.Add(1)
-		go s.serveConn(tc)
+		s.workers.Go(func() { s.serveConn(tc) })
 	}
 }
 
@@ -298,6 +300,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	done := make(chan struct{})
 	go s.waitSessions(done)
+	defer s.workers.close() // after the sessions: nothing starts a direction then
 	defer s.parker.close()
 	select {
 	case <-done:

@@ -89,8 +89,8 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		out.finish()
 		return
 	}
-	go in.run()
-	go out.run()
+	s.workers.Go(in.run)
+	s.workers.Go(out.run)
 }
 
 // start decides, dials and opens the data file; it returns the outcome of
