@@ -171,6 +171,16 @@ func TestOptions(t *testing.T) {
 	if cfg.connFormat == nil {
 		t.Errorf("-C not compiled")
 	}
+
+	for args, want := range map[string]int{"-z": 0, "-z --gzip-level 1": 1, "-z --gzip-level=9": 9} {
+		cfg, err := parse(t, append([]string{"-f", dir + "/p"}, strings.Fields(args)...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := cfg.record; r.Compression != recorder.Gzip || r.GzipLevel != want {
+			t.Errorf("%s: compression %v level %d; want gzip, level %d", args, r.Compression, r.GzipLevel, want)
+		}
+	}
 }
 
 // TestUsageErrors: every bad input ends with exit status 2 and one line on
@@ -209,6 +219,10 @@ func TestUsageErrors(t *testing.T) {
 		{"-f p -t 0", "ipprotd: -t: 0 is not a number of seconds (1 or more)"},
 		{"-l -L -f p", "ipprotd: -l and -L cannot be used together"},
 		{"-z -j -f p", "ipprotd: -z and -j cannot be used together"},
+		{"-f p --gzip-level 1", "ipprotd: --gzip-level needs -z"},
+		{"-f p -j --gzip-level 1", "ipprotd: --gzip-level needs -z"},
+		{"-f p -z --gzip-level 0", "ipprotd: --gzip-level: 0 is outside 1-9"},
+		{"-f p -z --gzip-level 10", "ipprotd: --gzip-level: 10 is outside 1-9"},
 		{"-z", "ipprotd: -z needs -f"},
 		{"-j", "ipprotd: -j needs -f"},
 		{"-l", "ipprotd: -l needs -f"},

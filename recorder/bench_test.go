@@ -93,8 +93,8 @@ func BenchmarkCodec(b *testing.B) {
 		new  func(w io.Writer) io.WriteCloser
 	}{
 		{"pgzip-default", func(w io.Writer) io.WriteCloser { return pgzip.NewWriter(w) }},
-		{"flate-level5-1cpu", func(w io.Writer) io.WriteCloser {
-			fw, _ := flate.NewWriter(w, gzipLevel)
+		{"flate-default-1cpu", func(w io.Writer) io.WriteCloser {
+			fw, _ := flate.NewWriter(w, DefaultGzipLevel)
 			return fw
 		}},
 		{"dsnet-bzip2-9", func(w io.Writer) io.WriteCloser {

@@ -69,6 +69,10 @@ type Config struct {
 	// Compression compresses the files (-z, -j). If zero, None.
 	Compression Compression
 
+	// GzipLevel is deflate's level for Gzip, 1 (fastest) to 9 (smallest).
+	// If zero, DefaultGzipLevel.
+	GzipLevel int
+
 	// FlushInterval is the longest time recorded data of a compressed file
 	// stays in memory while data flows. If zero, one second.
 	FlushInterval time.Duration
@@ -124,6 +128,12 @@ func New(cfg Config) (*Opener, error) {
 	if cfg.FlushInterval < 0 {
 		return nil, fmt.Errorf("negative flush interval %v", cfg.FlushInterval)
 	}
+	if cfg.GzipLevel == 0 {
+		cfg.GzipLevel = DefaultGzipLevel
+	}
+	if cfg.GzipLevel < 1 || cfg.GzipLevel > 9 {
+		return nil, fmt.Errorf("gzip level %d is outside 1-9", cfg.GzipLevel)
+	}
 	o := &Opener{cfg: cfg, dir: prefixDir(cfg.Prefix), now: cfg.Now, flush: cfg.FlushInterval}
 	if o.now == nil {
 		o.now = time.Now
@@ -137,7 +147,7 @@ func New(cfg Config) (*Opener, error) {
 	if err := checkFolder(o.dir); err != nil {
 		return nil, err
 	}
-	o.codecs = newCodecs()
+	o.codecs = newCodecs(cfg.GzipLevel)
 	return o, nil
 }
 

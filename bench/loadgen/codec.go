@@ -12,7 +12,7 @@ import (
 )
 
 // codecs are the compressors alone, writing to io.Discard:
-//   - pgzip: klauspost/pgzip with its defaults (level 6 in 1 MiB blocks,
+//   - pgzip: klauspost/pgzip with its defaults (level 5 in 1 MiB blocks,
 //     compressed on all CPUs), the -L -z goal's reference;
 //   - flate: klauspost/compress/flate at the default level on one CPU, the
 //     codec the recorder drives;
