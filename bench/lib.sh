@@ -12,7 +12,7 @@ LOAD_PORT=$((PORT_BASE + 3))  # loadgen serve
 # target i listens on PORT_BASE+100+10*i + 1 (to iperf3), + 2 (to the page)
 # and + 3 (to loadgen).
 TARGETS=(direct haproxy-splice haproxy nginx socat naive naive-tee-file naive-tee-pgzip
-    ipprotd ipprotd-Lf ipprotd-Lfc ipprotd-Lz ipprotd-Lj epoll-go)
+    ipprotd ipprotd-Lf ipprotd-Lfc ipprotd-Lz ipprotd-Lj epoll-go ipprotd-Lz1)
 
 # ipprotd's recording options per target; the prefix is filled in per
 # listener so that no two processes share data file names.
@@ -21,6 +21,7 @@ declare -A IPPROTD_FLAGS=(
     [ipprotd-Lf]="-L -f @DATA@/prot"
     [ipprotd-Lfc]="-L -f @DATA@/prot -c @DATA@/conn.log"
     [ipprotd-Lz]="-L -f @DATA@/prot -z"
+    [ipprotd-Lz1]="-L -f @DATA@/prot -z --gzip-level 1"
     [ipprotd-Lj]="-L -f @DATA@/prot -j"
 )
 

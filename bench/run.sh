@@ -263,7 +263,7 @@ Loads, all on 127.0.0.1, client and backend in processes of their own:
 - **RSS per active connection**: $ACTIVE_N connections, each sending a 120-byte SQL line and reading its echo every $TRICKLE, measured after ${ACTIVE_SECS} s.
 - naive Go: bench/naivego, io.Copy both ways (splice); tee-to-file and tee-to-pgzip write both directions of each connection to a file of its own.
 - epoll Go (connection and keep-alive rates only): bench/epollgo, a Go relay with an epoll loop of its own per CPU, the way nginx works, records nothing; it shows what that design alone would give ipprotd here.
-- ipprotd runs with its defaults (\`-b 300000\`); -L records both directions. Peers' configs: bench/haproxy.cfg, bench/nginx-stream.conf, socat \`TCP-LISTEN:…,fork,reuseaddr,backlog=4096 TCP:…\`.
+- ipprotd runs with its defaults (\`-b 300000\`, gzip level 5); -L records both directions; the row with \`--gzip-level 1\` (SQL text only) shows the faster level against the same pgzip bound. Peers' configs: bench/haproxy.cfg, bench/nginx-stream.conf, socat \`TCP-LISTEN:…,fork,reuseaddr,backlog=4096 TCP:…\`.
 EOF
 }
 
@@ -281,7 +281,7 @@ main() {
 
     local peers_all=(direct haproxy-splice haproxy nginx socat naive naive-tee-file naive-tee-pgzip)
     local tput=("${peers_all[@]}" ipprotd ipprotd-Lf ipprotd-Lz ipprotd-Lj)
-    local sql=(direct haproxy-splice naive naive-tee-file naive-tee-pgzip ipprotd ipprotd-Lf ipprotd-Lz ipprotd-Lj)
+    local sql=(direct haproxy-splice naive naive-tee-file naive-tee-pgzip ipprotd ipprotd-Lf ipprotd-Lz ipprotd-Lz1 ipprotd-Lj)
     local web=("${peers_all[@]}" epoll-go ipprotd ipprotd-Lfc ipprotd-Lz)
     local idle=(haproxy-splice haproxy nginx ipprotd)
     local active=(ipprotd ipprotd-Lz naive-tee-pgzip)

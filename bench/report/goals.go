@@ -25,6 +25,9 @@ var goals = []goal{
 	{section: []string{"tput"}, load: "1 stream", target: "ipprotd", text: "≥ 0.6× direct", min: 0.6, against: "direct"},
 	{section: []string{"tput", "tputsql"}, target: "ipprotd-Lf", text: "≥ 0.8× HAProxy+splice", min: 0.8, against: "haproxy-splice"},
 	{section: []string{"tput", "tputsql"}, target: "ipprotd-Lz", text: "≥ 0.9× pgzip alone", min: 0.9, codec: "pgzip"},
+	// The same goal with the faster level, on SQL text only: on random
+	// data no level shrinks anything.
+	{section: []string{"tputsql"}, target: "ipprotd-Lz1", text: "≥ 0.9× pgzip alone", min: 0.9, codec: "pgzip"},
 	{section: []string{"connrate"}, target: "ipprotd", text: "≥ 1.0× nginx stream", min: 1.0, against: "nginx"},
 	{section: []string{"connrate"}, target: "ipprotd-Lfc", text: "≥ 0.8× nginx stream", min: 0.8, against: "nginx"},
 	{section: []string{"connrate"}, target: "ipprotd-Lz", text: "≥ 0.5× nginx stream", min: 0.5, against: "nginx"},

@@ -99,6 +99,7 @@ var labels = map[string]string{
 	"ipprotd-Lf":      "**ipprotd -L -f**",
 	"ipprotd-Lfc":     "**ipprotd -L -f -c**",
 	"ipprotd-Lz":      "**ipprotd -L -f -z**",
+	"ipprotd-Lz1":     "**ipprotd -L -f -z --gzip-level 1**",
 	"ipprotd-Lj":      "**ipprotd -L -f -j**",
 	"pgzip":           "pgzip alone (all CPUs)",
 	"flate":           "flate alone (1 CPU)",
