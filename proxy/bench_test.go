@@ -94,20 +94,7 @@ func BenchmarkConnections(b *testing.B) {
 	}
 	defer up.Close()
 	answer := make([]byte, 170)
-	go func() {
-		for {
-			c, err := up.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := c.Read(make([]byte, 512)); err == nil {
-					c.Write(answer)
-				}
-			}()
-		}
-	}()
+	go answerEach(up, answer)
 	ln, err := Listen(b.Context(), "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -137,4 +124,23 @@ func BenchmarkConnections(b *testing.B) {
 			c.Close()
 		}
 	})
+}
+
+// answerEach answers every connection of ln like an HTTP server with
+// Connection: close: one read, the answer, close.
+func answerEach(ln net.Listener, answer []byte) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go answerOnce(c, answer)
+	}
+}
+
+func answerOnce(c net.Conn, answer []byte) {
+	defer c.Close()
+	if _, err := c.Read(make([]byte, 512)); err == nil {
+		c.Write(answer)
+	}
 }
