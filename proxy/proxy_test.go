@@ -364,14 +364,7 @@ func TestAllowListAdmitsIPv4OnDualStack(t *testing.T) {
 }
 
 func TestConnectFailed(t *testing.T) {
-	// A port nobody listens on: take one and close it.
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := l.Addr().(*net.TCPAddr).AddrPort()
-	l.Close()
-	h := newHarness(t, "tcp4", Config{OutHost: "127.0.0.1", OutPort: dead.Port()})
+	h := newHarness(t, "tcp4", Config{OutHost: "127.0.0.1", OutPort: refusedPort(t)})
 	h.expectReset()
 	f := h.wait()
 	if f.Outcome != ConnectFailed || f.Err == nil || f.Dest.IsValid() {
@@ -981,4 +974,25 @@ func TestKeepAlive(t *testing.T) {
 			t.Errorf("%s socket: SO_KEEPALIVE %d, TCP_KEEPIDLE %d; want 1, %d (the kernel's)", name, on, idle, wantIdle)
 		}
 	}
+}
+
+// refusedPort returns a loopback port that refuses connections for the
+// rest of the test: a socket bound to it that does not listen. A port
+// taken and closed again could be handed to the next listener on port 0,
+// the test's own upstream among them, and the dial would then succeed.
+func refusedPort(t *testing.T) uint16 {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint16(sa.(*syscall.SockaddrInet4).Port)
 }

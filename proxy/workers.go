@@ -14,6 +14,7 @@ import (
 type workers struct {
 	work      chan func()
 	idle      atomic.Int32 // goroutines waiting on work
+	live      atomic.Int32 // goroutines running or waiting, for tests
 	maxIdle   int32
 	closeOnce sync.Once
 }
@@ -43,6 +44,8 @@ func (w *workers) Go(f func()) {
 }
 
 func (w *workers) run(f func()) {
+	w.live.Add(1)
+	defer w.live.Add(-1)
 	for f != nil {
 		f()
 		if w.idle.Add(1) > w.maxIdle {

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"runtime"
 	"sync"
 	"testing"
 )
@@ -9,7 +8,6 @@ import (
 // TestWorkers: a function runs on a goroutine that waits for work when
 // there is one; no more than maxIdle wait; close ends them.
 func TestWorkers(t *testing.T) {
-	before := runtime.NumGoroutine()
 	w := newWorkers()
 	w.maxIdle = 2
 	release := make(chan struct{})
@@ -21,7 +19,7 @@ func TestWorkers(t *testing.T) {
 	close(release)
 	wg.Wait()
 	waitFor(t, "two goroutines waiting, three gone", func() bool {
-		return w.idle.Load() == 2 && runtime.NumGoroutine()-before == 2
+		return w.idle.Load() == 2 && w.live.Load() == 2
 	})
 
 	// The next function runs on one of the two: while it runs, one waits.
@@ -34,5 +32,5 @@ func TestWorkers(t *testing.T) {
 
 	w.close()
 	w.close() // Shutdown may run twice
-	waitFor(t, "the waiting goroutines exit", func() bool { return runtime.NumGoroutine() == before })
+	waitFor(t, "the waiting goroutines exit", func() bool { return w.live.Load() == 0 })
 }
