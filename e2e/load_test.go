@@ -368,6 +368,25 @@ func goroutinesAtQuit(t *testing.T, d *daemon) []string {
 	return ours
 }
 
+// maxWaitingWorkers is proxy's maxIdleWorkers: goroutines that ran a
+// session or a direction and wait for the next one, which belong to no
+// connection.
+const maxWaitingWorkers = 64
+
+// withoutWaitingWorkers removes the goroutines whose innermost ipprot
+// frame is the workers' loop, that is, workers waiting for work, and
+// returns how many there were.
+func withoutWaitingWorkers(goroutines []string) (rest []string, waiting int) {
+	for _, g := range goroutines {
+		if g == "github.com/ipprot/ipprot/proxy.(*workers).run" {
+			waiting++
+			continue
+		}
+		rest = append(rest, g)
+	}
+	return rest, waiting
+}
+
 // cpuTime is the user and system time pid has used so far.
 func cpuTime(t *testing.T, pid int) time.Duration {
 	t.Helper()
@@ -649,8 +668,12 @@ func TestLoadThousandSessions(t *testing.T) {
 		}
 	}
 	t.Logf("the daemon's CPU time: %v", cpuTime(t, d.pid()))
-	goroutines := goroutinesAtQuit(t, d)
-	t.Logf("ipprot goroutines: %d after the load %q, %d in an idle daemon %q", len(goroutines), goroutines, len(idleGoroutines), idleGoroutines)
+	goroutines, waiting := withoutWaitingWorkers(goroutinesAtQuit(t, d))
+	idleGoroutines, _ = withoutWaitingWorkers(idleGoroutines)
+	t.Logf("ipprot goroutines: %d after the load %q and %d workers waiting, %d in an idle daemon %q", len(goroutines), goroutines, waiting, len(idleGoroutines), idleGoroutines)
+	if waiting > maxWaitingWorkers {
+		t.Errorf("%d workers wait for work after the load; want at most %d", waiting, maxWaitingWorkers)
+	}
 	if len(goroutines) > len(idleGoroutines) {
 		t.Errorf("%d goroutines running ipprot code after the load; want no more than the %d of an idle daemon; the dump:\n%s",
 			len(goroutines), len(idleGoroutines), d.stderr.String()[strings.Index(d.stderr.String(), "SIGQUIT: quit"):])
