@@ -58,7 +58,7 @@ type cli struct {
 	LogBoth       bool          `short:"L" group:"rec" help:"Record both directions in the same file."`
 	Printable     bool          `short:"s" group:"rec" help:"Record printable characters only; a run of others becomes one blank."`
 	Gzip          bool          `short:"z" group:"rec" help:"Compress data files with gzip while they are written (.gz)."`
-	GzipLevel     *int          `placeholder:"1-9" group:"rec" help:"With -z: deflate's level; 1 compresses SQL text 2.3 times faster than 5, into files 8 % larger (default: 5)."`
+	GzipLevel     *int          `placeholder:"1-9" group:"rec" help:"With -z: deflate's level; 1 compresses SQL text about twice as fast as 5, into files 8 % larger (default: 5)."`
 	Bzip2         bool          `short:"j" name:"bzip2" group:"rec" help:"Compress data files with bzip2 while they are written (.bz2)."`
 	StampInterval *int          `short:"t" placeholder:"SECS" group:"rec" help:"Insert an ISO timestamp line when the client sends data and SECS passed since the last."`
 	BlockStamps   bool          `short:"M" group:"rec" help:"Precede each block by a line with its time in microseconds."`

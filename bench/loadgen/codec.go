@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/dsnet/compress/bzip2"
@@ -17,10 +18,10 @@ import (
 //   - flate: klauspost/compress/flate at the default level on one CPU, the
 //     codec the recorder drives;
 //   - bzip2: dsnet/compress/bzip2 at level 9 on one CPU, as -j records.
-var codecs = map[string]func(w io.Writer) (io.WriteCloser, error){
-	"pgzip": func(w io.Writer) (io.WriteCloser, error) { return pgzip.NewWriter(w), nil },
-	"flate": func(w io.Writer) (io.WriteCloser, error) { return flate.NewWriter(w, flate.DefaultCompression) },
-	"bzip2": func(w io.Writer) (io.WriteCloser, error) {
+var codecs = map[string]func(w io.Writer, level int) (io.WriteCloser, error){
+	"pgzip": func(w io.Writer, _ int) (io.WriteCloser, error) { return pgzip.NewWriter(w), nil },
+	"flate": func(w io.Writer, level int) (io.WriteCloser, error) { return flate.NewWriter(w, level) },
+	"bzip2": func(w io.Writer, _ int) (io.WriteCloser, error) {
 		return bzip2.NewWriter(w, &bzip2.WriterConfig{Level: 9})
 	},
 }
@@ -30,6 +31,7 @@ func codec(args []string) error {
 	name := fs.String("codec", "pgzip", "pgzip, flate or bzip2")
 	pname := fs.String("payload", "sql", "sql or random")
 	d := fs.Duration("t", 2*time.Second, "compress for about this long")
+	level := fs.Int("level", flate.DefaultCompression, "flate's level, 1-9 (default: its default, 5)")
 	fs.Parse(args)
 	p, err := payload(*pname)
 	if err != nil {
@@ -39,7 +41,8 @@ func codec(args []string) error {
 	if newW == nil {
 		return fmt.Errorf("unknown codec %q", *name)
 	}
-	w, err := newW(io.Discard)
+	var out countWriter
+	w, err := newW(&out, *level)
 	if err != nil {
 		return err
 	}
@@ -56,5 +59,11 @@ func codec(args []string) error {
 		return err
 	}
 	fmt.Printf("%.0f\n", float64(total)/time.Since(start).Seconds())
+	fmt.Fprintf(os.Stderr, "compressed %.2f:1\n", float64(total)/float64(out.n))
 	return nil
 }
+
+// countWriter discards what it is given and counts it.
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }

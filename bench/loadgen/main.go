@@ -8,6 +8,7 @@
 //	loadgen blast -addr 127.0.0.1:17003 -dir up -payload sql -t 3s -streams 1   # bytes/s
 //	loadgen hold -addr 127.0.0.1:17003 -n 9000                                  # "ready OK FAILED", then holds until SIGTERM
 //	loadgen codec -codec pgzip -payload sql -t 2s                              # bytes/s of input
+//	loadgen codec -codec flate -level 1 -payload sql                           # and the ratio on stderr
 //	loadgen rss PID...                                                          # KiB, the PIDs and all their descendants
 //	loadgen quiet -max 10s PID...                                               # returns once they use no CPU
 //	loadgen cpu PID...                                                          # busy ticks of the machine, of the PIDs' trees
