@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -72,14 +71,7 @@ func TestRoundTrip(t *testing.T) {
 				var now time.Time
 				cfg.Now = func() time.Time { return now }
 				cfg.Prefix = filepath.Join(t.TempDir(), "prot")
-				o, err := New(cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				r, err := o.Open(Session{N: 1, Start: t0, Client: netip.MustParseAddr("::1")})
-				if err != nil {
-					t.Fatal(err)
-				}
+				r := openOne(t, cfg, "::1")
 				defer r.Close()
 				blocks := randomBlocks(rng, 30, true)
 				for i, b := range blocks {
@@ -337,14 +329,7 @@ func TestGzipLevel(t *testing.T) {
 	size := map[int]int64{}
 	for _, level := range []int{1, 9} {
 		cfg := Config{Prefix: filepath.Join(t.TempDir(), "prot"), Record: [2]bool{In: true}, Compression: Gzip, GzipLevel: level}
-		o, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := o.Open(Session{N: 1, Start: t0, Client: netip.MustParseAddr("::1")})
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := openOne(t, cfg, "::1")
 		for p := text.Bytes(); len(p) > 0; p = p[min(len(p), 4096):] {
 			if err := r.Record(In, p[:min(len(p), 4096)]); err != nil {
 				t.Fatal(err)

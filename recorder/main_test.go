@@ -85,6 +85,21 @@ func model(cfg Config, blocks []block) []byte {
 	return out
 }
 
+// openOne opens connection 1 of client, started at t0, with a new Opener
+// of cfg.
+func openOne(t testing.TB, cfg Config, client string) *Recorder {
+	t.Helper()
+	o, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	r, err := o.Open(Session{N: 1, Start: t0, Client: netip.MustParseAddr(client)})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return r
+}
+
 // record opens a recorder of cfg (Prefix set to a fresh folder), records
 // blocks with the clock set to each block's time, closes it and returns its
 // path.
@@ -95,14 +110,7 @@ func record(t testing.TB, cfg Config, blocks []block) string {
 	if cfg.Prefix == "" {
 		cfg.Prefix = filepath.Join(t.TempDir(), "prot")
 	}
-	o, err := New(cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	r, err := o.Open(Session{N: 1, Start: t0, Client: netip.MustParseAddr("127.0.0.1")})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
+	r := openOne(t, cfg, "127.0.0.1")
 	for i, b := range blocks {
 		now = b.at
 		if err := r.Record(b.dir, b.data); err != nil {
