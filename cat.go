@@ -18,8 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipprot/ipprot/connlog"
+	"github.com/ipprot/ipprot/datafile"
 	"github.com/ipprot/ipprot/playback"
-	"github.com/ipprot/ipprot/recorder"
 )
 
 // catCmd is `ipprotd cat`: it reads recordings (package playback) and
@@ -44,7 +44,7 @@ type catCmd struct {
 	SQL    bool   `name:"sql" help:"List the statements of a PostgreSQL session with their results; needs a recording made with -M -L."`
 	Format string `enum:"text,json" default:"text" placeholder:"text|json" help:"Format of --sql: a line of text or a JSON object per statement (default: ${default})."`
 
-	dir       recorder.Direction // --dir, or out
+	dir       datafile.Direction // --dir, or out
 	dirSet    bool
 	color     bool    // colour the text output
 	connLog   string  // the root's -c: the connection log to look files up in
@@ -67,7 +67,7 @@ type timeValue struct{ time.Time }
 var timeLayouts = []string{
 	time.RFC3339Nano,
 	"2006-01-02 15:04:05.999999999Z07:00",
-	recorder.ISOLayout,
+	datafile.ISOLayout,
 	"2006-01-02 15:04:05.999999999",
 	"2006-01-02T15:04:05.999999999",
 	"2006-01-02 15:04",
@@ -204,11 +204,11 @@ func (c *catCmd) check(stdout io.Writer) error {
 	case !c.Since.IsZero() && !c.Until.IsZero() && !c.Until.After(c.Since.Time):
 		return fmt.Errorf("--until %s is not after --since %s", c.Until.Format(time.RFC3339), c.Since.Format(time.RFC3339))
 	}
-	c.dir = recorder.Out
+	c.dir = datafile.Out
 	switch c.Dir {
 	case "":
 	case "in":
-		c.dir, c.dirSet = recorder.In, true
+		c.dir, c.dirSet = datafile.In, true
 	case "out":
 		c.dirSet = true
 	default:
@@ -350,7 +350,7 @@ func (c *catCmd) sql(ctx context.Context, file string, out *bufio.Writer, stderr
 	d := playback.NewSQL(emit)
 	var outBlocks, outBytes int
 	err := c.blocks(ctx, file, out, stderr, func(b playback.Block) error {
-		if b.Dir == recorder.Out && b.Stamped {
+		if b.Dir == datafile.Out && b.Stamped {
 			outBlocks++
 			outBytes += len(b.Data)
 		}
@@ -426,15 +426,15 @@ func (s *recordingStats) add(b playback.Block) error {
 // connection, if it cannot.
 func (s *recordingStats) pcapable() error {
 	switch {
-	case s.blocks[recorder.In]+s.blocks[recorder.Out]+s.unstamped == 0:
+	case s.blocks[datafile.In]+s.blocks[datafile.Out]+s.unstamped == 0:
 		return errors.New("the recording is empty")
-	case s.blocks[recorder.In]+s.blocks[recorder.Out] == 0:
+	case s.blocks[datafile.In]+s.blocks[datafile.Out] == 0:
 		return errors.New("the recording has no block stamps (made without -M): the boundaries, times and directions of its data are unknown; it needs -M -L")
 	case s.unstamped > 0:
 		return fmt.Errorf("%d bytes of data come before the first block stamp", s.unstamped)
 	}
-	names := [...]string{recorder.In: "client-to-server", recorder.Out: "server-to-client"}
-	for _, d := range []recorder.Direction{recorder.In, recorder.Out} {
+	names := [...]string{datafile.In: "client-to-server", datafile.Out: "server-to-client"}
+	for _, d := range []datafile.Direction{datafile.In, datafile.Out} {
 		if s.blocks[d] > 0 && s.bytes[d] == 0 {
 			return fmt.Errorf("the recording has no %s data (made without -L): it needs -M -L", names[d])
 		}
@@ -455,7 +455,7 @@ func (s *recordingStats) end() time.Time {
 // IP with made-up ports and a placeholder server. notes say which are
 // made up.
 func (c *catCmd) endpoints(file string) (conn playback.PcapngConfig, notes []string, err error) {
-	name, nameErr := playback.ParseName(file, time.Local)
+	name, nameErr := datafile.ParseName(file, time.Local)
 	var facts playback.ConnFacts
 	if c.connLog != "" {
 		format := connlog.DefaultFormat
@@ -514,14 +514,14 @@ func (c *catCmd) pcapComment(file string, conn playback.PcapngConfig, st *record
 	var b strings.Builder
 	fmt.Fprintf(&b, "ipprotd recording %s\n", file)
 	fmt.Fprintf(&b, "client %s, server %s\n", conn.Client, conn.Server)
-	if name, err := playback.ParseName(file, time.Local); err == nil {
-		fmt.Fprintf(&b, "connection %d, started %s (from the file name)\n", name.N, name.Start.Format(recorder.ISOLayout))
+	if name, err := datafile.ParseName(file, time.Local); err == nil {
+		fmt.Fprintf(&b, "connection %d, started %s (from the file name)\n", name.N, name.Start.Format(datafile.ISOLayout))
 	}
 	if c.connFacts.Line != "" {
 		fmt.Fprintf(&b, "connection log: %s\n", c.connFacts.Line)
 	}
 	fmt.Fprintf(&b, "blocks: %d client to server (%d bytes), %d server to client (%d bytes)",
-		st.blocks[recorder.In], st.bytes[recorder.In], st.blocks[recorder.Out], st.bytes[recorder.Out])
+		st.blocks[datafile.In], st.bytes[datafile.In], st.blocks[datafile.Out], st.bytes[datafile.Out])
 	if !st.first.IsZero() {
 		fmt.Fprintf(&b, ", from %s to %s", st.first.Format(playback.TimeLayout), st.last.Format(playback.TimeLayout))
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/ipprot/ipprot/internal/testkit"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ipprot/ipprot/datafile"
+	"github.com/ipprot/ipprot/internal/testkit"
 
 	"github.com/ipprot/ipprot/playback"
 	"github.com/ipprot/ipprot/recorder"
@@ -30,7 +32,7 @@ func catRun(t *testing.T, args ...string) (stdout, stderr string, code int) {
 
 // recBlock is a block a test records.
 type recBlock struct {
-	dir  recorder.Direction
+	dir  datafile.Direction
 	us   int64 // its time in µs since the epoch
 	data string
 }
@@ -67,10 +69,10 @@ func recordFile(t *testing.T, cfg recorder.Config, blocks []recBlock) string {
 
 // httpSession is the manual's kind of session, both directions recorded.
 var httpSession = []recBlock{
-	{recorder.In, 1386170322361458, "GET / HTTP/1.1\r\nHost: lulsed001\r\n\r\n"},
-	{recorder.Out, 1386170322404186, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"},
-	{recorder.Out, 1386170322406047, "hello"},
-	{recorder.In, 1386170322763181, "GET /x HTTP/1.1\r\n\r\n\x00\xff"},
+	{datafile.In, 1386170322361458, "GET / HTTP/1.1\r\nHost: lulsed001\r\n\r\n"},
+	{datafile.Out, 1386170322404186, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"},
+	{datafile.Out, 1386170322406047, "hello"},
+	{datafile.In, 1386170322763181, "GET /x HTTP/1.1\r\n\r\n\x00\xff"},
 }
 
 func local(us int64) string { return time.UnixMicro(us).Local().Format(playback.TimeLayout) }
@@ -79,8 +81,8 @@ func local(us int64) string { return time.UnixMicro(us).Local().Format(playback.
 func TestCat(t *testing.T) {
 	both := recorder.Config{Record: [2]bool{true, true}, BlockStamps: true, StampInterval: time.Minute}
 	plain := recordFile(t, both, httpSession)
-	gz := recordFile(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true, StampInterval: time.Minute, Compression: recorder.Gzip}, httpSession)
-	iso := time.UnixMicro(httpSession[0].us).Format(recorder.ISOLayout)
+	gz := recordFile(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true, StampInterval: time.Minute, Compression: datafile.Gzip}, httpSession)
+	iso := time.UnixMicro(httpSession[0].us).Format(datafile.ISOLayout)
 	text := "---- " + iso + " ----\n" +
 		local(1386170322361458) + " > 35 bytes\n  GET / HTTP/1.1\\r\\n\n  Host: lulsed001\\r\\n\n  \\r\\n\n" +
 		local(1386170322404186) + " < 38 bytes\n  HTTP/1.1 200 OK\\r\\n\n  Content-Length: 5\\r\\n\n  \\r\\n\n" +
@@ -141,7 +143,7 @@ func TestCat(t *testing.T) {
 // TestCatNoStamps: a recording without -M is one stream of the direction
 // --dir names (out by default); --since finds no time in it.
 func TestCatNoStamps(t *testing.T) {
-	path := recordFile(t, recorder.Config{Record: [2]bool{recorder.Out: true}}, httpSession)
+	path := recordFile(t, recorder.Config{Record: [2]bool{datafile.Out: true}}, httpSession)
 	out, errOut, code := catRun(t, path)
 	want := "< 43 bytes (no block stamp)\n  HTTP/1.1 200 OK\\r\\n\n  Content-Length: 5\\r\\n\n  \\r\\n\n  hello\n"
 	if code != 0 || errOut != "" || out != want {
@@ -161,7 +163,7 @@ func TestCatNoStamps(t *testing.T) {
 // its end, with a note saying where it ends, and exit status 0; a damaged
 // one exits 1 after what could be read.
 func TestCatTruncated(t *testing.T) {
-	gz := recordFile(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true, Compression: recorder.Gzip}, httpSession)
+	gz := recordFile(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true, Compression: datafile.Gzip}, httpSession)
 	whole, err := os.ReadFile(gz)
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +192,7 @@ func TestCatTruncated(t *testing.T) {
 // TestCatMissing: a file that is not there is named once; the others are
 // still shown, and the exit status is 1.
 func TestCatMissing(t *testing.T) {
-	file := recordFile(t, recorder.Config{Record: [2]bool{recorder.Out: true}, BlockStamps: true}, httpSession)
+	file := recordFile(t, recorder.Config{Record: [2]bool{datafile.Out: true}, BlockStamps: true}, httpSession)
 	missing := filepath.Join(t.TempDir(), "prot_x")
 	out, errOut, code := catRun(t, "--raw", missing, file)
 	if want := "ipprotd: " + missing + ": open: no such file or directory\n"; code != 1 || errOut != want || out != "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" {
@@ -280,8 +282,8 @@ func waitOutput(t *testing.T, buf *testkit.SyncBuffer, want string) {
 // started, for a plain file (until stopped) and a .gz file (until its
 // trailer: cat then exits 0 by itself).
 func TestCatFollow(t *testing.T) {
-	for _, c := range []recorder.Compression{recorder.None, recorder.Gzip} {
-		t.Run(map[recorder.Compression]string{recorder.None: "plain", recorder.Gzip: "gzip"}[c], func(t *testing.T) {
+	for _, c := range []datafile.Compression{datafile.None, datafile.Gzip} {
+		t.Run(map[datafile.Compression]string{datafile.None: "plain", datafile.Gzip: "gzip"}[c], func(t *testing.T) {
 			var mu sync.Mutex
 			var now time.Time
 			o, err := recorder.New(recorder.Config{
@@ -311,7 +313,7 @@ func TestCatFollow(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan int, 1)
-			if c == recorder.Gzip {
+			if c == datafile.Gzip {
 				go func() { done <- realMain([]string{"cat", "--raw", "--follow", r.Path()}, &out, &errOut) }()
 			} else {
 				cmd := &catCmd{Files: []string{r.Path()}, Raw: true, Follow: true, Color: "auto", Format: "text"}
@@ -320,7 +322,7 @@ func TestCatFollow(t *testing.T) {
 			want := ""
 			for _, b := range httpSession[1:] {
 				record(b)
-				if b.dir == recorder.Out {
+				if b.dir == datafile.Out {
 					want += b.data
 					waitOutput(t, &out, want)
 				}
@@ -328,7 +330,7 @@ func TestCatFollow(t *testing.T) {
 			if err := r.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if c != recorder.Gzip {
+			if c != datafile.Gzip {
 				cancel()
 			}
 			select {
@@ -365,7 +367,7 @@ func TestCatPcapng(t *testing.T) {
 		}
 	}
 
-	outOnly := recordFile(t, recorder.Config{Record: [2]bool{recorder.Out: true}, BlockStamps: true}, httpSession)
+	outOnly := recordFile(t, recorder.Config{Record: [2]bool{datafile.Out: true}, BlockStamps: true}, httpSession)
 	noStamps := recordFile(t, recorder.Config{Record: [2]bool{true, true}}, httpSession)
 	for _, tt := range []struct{ file, want string }{
 		{outOnly, "--pcapng: the recording has no client-to-server data (made without -L): it needs -M -L; use --force to write a capture anyway"},
@@ -605,14 +607,14 @@ func TestCatPostgres(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		r := playback.NewReader(f, recorder.Out)
+		r := playback.NewReader(f, datafile.Out)
 		for b, err := r.Next(); err == nil; b, err = r.Next() {
 			streams[b.Dir] = append(streams[b.Dir], b.Data...)
 		}
 		client, server := testkit.FollowTCP(t, capture)
-		if !bytes.Equal(client, streams[recorder.In]) || !bytes.Equal(server, streams[recorder.Out]) {
+		if !bytes.Equal(client, streams[datafile.In]) || !bytes.Equal(server, streams[datafile.Out]) {
 			t.Errorf("Follow TCP stream: %d and %d bytes; want the recording's %d and %d, equal",
-				len(client), len(server), len(streams[recorder.In]), len(streams[recorder.Out]))
+				len(client), len(server), len(streams[datafile.In]), len(streams[datafile.Out]))
 		}
 	})
 }

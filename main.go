@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ipprot/ipprot/connlog"
+	"github.com/ipprot/ipprot/datafile"
 	"github.com/ipprot/ipprot/postproc"
 	"github.com/ipprot/ipprot/proxy"
 	"github.com/ipprot/ipprot/recorder"
@@ -468,20 +469,20 @@ func (c *cli) recorderConfig() *recorder.Config {
 	}
 	switch {
 	case c.LogBoth:
-		rc.Record = [2]bool{recorder.In: true, recorder.Out: true}
+		rc.Record = [2]bool{datafile.In: true, datafile.Out: true}
 	case c.LogIn:
-		rc.Record[recorder.In] = true
+		rc.Record[datafile.In] = true
 	default:
-		rc.Record[recorder.Out] = true
+		rc.Record[datafile.Out] = true
 	}
 	switch {
 	case c.Gzip:
-		rc.Compression = recorder.Gzip
+		rc.Compression = datafile.Gzip
 		if c.GzipLevel != nil {
 			rc.GzipLevel = *c.GzipLevel
 		}
 	case c.Bzip2:
-		rc.Compression = recorder.Bzip2
+		rc.Compression = datafile.Bzip2
 	}
 	return rc
 }

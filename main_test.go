@@ -10,8 +10,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/ipprot/ipprot/datafile"
 	"github.com/ipprot/ipprot/proxy"
-	"github.com/ipprot/ipprot/recorder"
 )
 
 func TestMain(m *testing.M) {
@@ -105,7 +105,7 @@ func TestManualCommandLines(t *testing.T) {
 	if cfg.listenAddr != ":5432" || cfg.outHost != "127.0.0.1" || cfg.outPort != 3333 || !cfg.daemon || cfg.pidFile != dir+"/conn_rec/ipprot_pid_5432" {
 		t.Errorf("first example: %+v", cfg)
 	}
-	if r := cfg.record; r == nil || r.Prefix != dir+"/conn_rec/prot" || r.Record != [2]bool{recorder.In: true} || r.Compression != recorder.Gzip {
+	if r := cfg.record; r == nil || r.Prefix != dir+"/conn_rec/prot" || r.Record != [2]bool{datafile.In: true} || r.Compression != datafile.Gzip {
 		t.Errorf("first example recording: %+v", r)
 	}
 
@@ -120,7 +120,7 @@ func TestManualCommandLines(t *testing.T) {
 	if cfg.listenAddr != "10.1.2.33:7777" || cfg.outHost != "10.1.2.34" || cfg.outPort != 5678 || !cfg.daemon {
 		t.Errorf("second example: %+v", cfg)
 	}
-	if r := cfg.record; r == nil || r.Record != [2]bool{true, true} || !r.Printable || r.Compression != recorder.Bzip2 {
+	if r := cfg.record; r == nil || r.Record != [2]bool{true, true} || !r.Printable || r.Compression != datafile.Bzip2 {
 		t.Errorf("second example recording: %+v", r)
 	}
 	if p := cfg.post; p == nil || p.Command != hook || p.Times {
@@ -154,7 +154,7 @@ func TestOptions(t *testing.T) {
 		t.Errorf("addresses: %q %q %d", cfg.listenAddr, cfg.outHost, cfg.outPort)
 	}
 	r := cfg.record
-	if r.Record != [2]bool{true, true} || !r.BlockStamps || r.StampInterval.Seconds() != 30 || !r.Printable || r.Compression != recorder.None {
+	if r.Record != [2]bool{true, true} || !r.BlockStamps || r.StampInterval.Seconds() != 30 || !r.Printable || r.Compression != datafile.None {
 		t.Errorf("recording: %+v", r)
 	}
 	if cfg.post == nil || !cfg.post.Times || cfg.post.Command != "true" {
@@ -177,7 +177,7 @@ func TestOptions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := cfg.record; r.Compression != recorder.Gzip || r.GzipLevel != want {
+		if r := cfg.record; r.Compression != datafile.Gzip || r.GzipLevel != want {
 			t.Errorf("%s: compression %v level %d; want gzip, level %d", args, r.Compression, r.GzipLevel, want)
 		}
 	}

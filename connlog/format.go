@@ -29,8 +29,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/ipprot/ipprot/datafile"
 	"github.com/ipprot/ipprot/proxy"
-	"github.com/ipprot/ipprot/recorder"
 )
 
 // DefaultFormat is the format used when -C is not given: start, end,
@@ -140,7 +140,7 @@ func Compile(format string) (*Format, error) {
 // Append renders the entry of one connection and appends it to dst, which it
 // returns. It allocates nothing beyond growing dst. facts must not be nil.
 //
-// Times are in recorder.ISOLayout, each in its own location. %S is the whole
+// Times are in datafile.ISOLayout, each in its own location. %S is the whole
 // seconds from Start to End, rounded down, and 0 where End is before Start.
 // IPv4-mapped IPv6 addresses are written as IPv4; an IPv6 zone is kept
 // (fe80::1%eth0). A value a connection does not have is written as "-": %o
@@ -164,13 +164,13 @@ func (f *Format) Append(dst []byte, facts *proxy.Facts) []byte {
 	return dst
 }
 
-// appendTime renders t in recorder.ISOLayout in t's own location, or "-" for
+// appendTime renders t in datafile.ISOLayout in t's own location, or "-" for
 // the zero time.
 func appendTime(dst []byte, t time.Time) []byte {
 	if t.IsZero() {
 		return append(dst, '-')
 	}
-	return t.AppendFormat(dst, recorder.ISOLayout)
+	return t.AppendFormat(dst, datafile.ISOLayout)
 }
 
 // appendDuration renders the whole seconds from Start to End, rounded down;

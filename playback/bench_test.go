@@ -5,7 +5,7 @@ import (
 	"io"
 	"testing"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // BenchmarkReader splits a -M -L recording of 4 KiB blocks held in memory:
@@ -14,13 +14,13 @@ func BenchmarkReader(b *testing.B) {
 	var content []byte
 	block := bytes.Repeat([]byte("SELECT * FROM t WHERE a = '#1';\n"), 128)
 	for i := range 2048 {
-		content = append(content, recorder.Direction(i%2).Marker()...)
+		content = append(content, datafile.Direction(i%2).Marker()...)
 		content = append(content, "1386170322361458\n"...)
 		content = append(content, block...)
 	}
 	b.SetBytes(int64(len(content)))
 	for b.Loop() {
-		r := NewReader(bytes.NewReader(content), recorder.Out)
+		r := NewReader(bytes.NewReader(content), datafile.Out)
 		n := 0
 		for {
 			_, err := r.Next()

@@ -3,7 +3,6 @@ package playback
 import (
 	"bytes"
 	"errors"
-	"github.com/ipprot/ipprot/internal/testkit"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -13,6 +12,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ipprot/ipprot/datafile"
+	"github.com/ipprot/ipprot/internal/testkit"
 
 	"github.com/ipprot/ipprot/recorder"
 )
@@ -33,7 +35,7 @@ func session(n, maxLen int) []tblock {
 			}
 		}
 		at = at.Add(time.Millisecond)
-		blocks[i] = tblock{recorder.Direction(i % 2), at, p}
+		blocks[i] = tblock{datafile.Direction(i % 2), at, p}
 	}
 	return blocks
 }
@@ -57,16 +59,16 @@ func checkPrefix(t *testing.T, got []Block, want []tblock) {
 	}
 }
 
-var extensions = map[recorder.Compression]string{recorder.None: "plain", recorder.Gzip: ".gz", recorder.Bzip2: ".bz2"}
+var extensions = map[datafile.Compression]string{datafile.None: "plain", datafile.Gzip: ".gz", datafile.Bzip2: ".bz2"}
 
 // TestCompressedRoundTrip: complete .gz (several sync-flushed segments)
 // and .bz2 (several streams) recordings read back whole, ending in io.EOF.
 func TestCompressedRoundTrip(t *testing.T) {
 	blocks := session(150, 4<<10)
-	for _, c := range []recorder.Compression{recorder.None, recorder.Gzip, recorder.Bzip2} {
+	for _, c := range []datafile.Compression{datafile.None, datafile.Gzip, datafile.Bzip2} {
 		t.Run(extensions[c], func(t *testing.T) {
 			path := record(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true, Compression: c}, blocks)
-			got, end := readAll(t, path, recorder.Out)
+			got, end := readAll(t, path, datafile.Out)
 			if end != io.EOF {
 				t.Fatalf("ended with %v; want io.EOF", end)
 			}
@@ -113,7 +115,7 @@ func cutAt(t *testing.T, file []byte, name string, n int) string {
 // ends with a sync flush (00 00 ff ff), so no write is seen half done.
 // For bzip2, whose streams end inside a byte, the test finds the streams'
 // starts in the file.
-func recordFlushes(t *testing.T, c recorder.Compression, blocks []tblock, group int) (string, []int) {
+func recordFlushes(t *testing.T, c datafile.Compression, blocks []tblock, group int) (string, []int) {
 	t.Helper()
 	var mu sync.Mutex
 	var now time.Time
@@ -136,7 +138,7 @@ func recordFlushes(t *testing.T, c recorder.Compression, blocks []tblock, group 
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c == recorder.Gzip {
+		if c == datafile.Gzip {
 			return len(file), bytes.HasSuffix(file, []byte{0, 0, 0xff, 0xff})
 		}
 		return len(file), true
@@ -166,14 +168,14 @@ func recordFlushes(t *testing.T, c recorder.Compression, blocks []tblock, group 
 			}
 			time.Sleep(time.Millisecond)
 		}
-		if c == recorder.Gzip {
+		if c == datafile.Gzip {
 			sizes = append(sizes, last)
 		}
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if c == recorder.Bzip2 {
+	if c == datafile.Bzip2 {
 		file, err := os.ReadFile(r.Path())
 		if err != nil {
 			t.Fatal(err)
@@ -205,10 +207,10 @@ func recordFlushes(t *testing.T, c recorder.Compression, blocks []tblock, group 
 func TestTruncated(t *testing.T) {
 	testkit.Need(t, "gzip", "bzip2")
 	for _, tt := range []struct {
-		c      recorder.Compression
+		c      datafile.Compression
 		tool   string
 		blocks int
-	}{{recorder.Gzip, "gzip", 150}, {recorder.Bzip2, "bzip2", 150}} {
+	}{{datafile.Gzip, "gzip", 150}, {datafile.Bzip2, "bzip2", 150}} {
 		t.Run(tt.tool, func(t *testing.T) {
 			blocks := session(tt.blocks, 2<<10)
 			path, flushes := recordFlushes(t, tt.c, blocks, 30)
@@ -224,7 +226,7 @@ func TestTruncated(t *testing.T) {
 			for _, n := range flushes {
 				cuts[n] = true
 			}
-			if tt.c == recorder.Gzip {
+			if tt.c == datafile.Gzip {
 				cuts[0] = true // empty: nothing flushed yet
 			}
 			for n, flushed := range cuts {
@@ -235,7 +237,7 @@ func TestTruncated(t *testing.T) {
 						t.Fatal(err)
 					}
 					defer f.Close()
-					r := NewReader(f, recorder.Out)
+					r := NewReader(f, datafile.Out)
 					var got []Block
 					for {
 						b, err := r.Next()
@@ -249,7 +251,7 @@ func TestTruncated(t *testing.T) {
 					tool := decompressed(t, tt.tool, cut)
 					var te *TruncatedError
 					switch {
-					case tt.c == recorder.Bzip2 && flushed:
+					case tt.c == datafile.Bzip2 && flushed:
 						// Complete streams: nothing tells it from a complete file.
 						if end != io.EOF || r.Offset() != tool {
 							t.Errorf("ended with %v after %d bytes of content; want io.EOF after %d, as bzip2 -dc", end, r.Offset(), tool)
@@ -260,9 +262,9 @@ func TestTruncated(t *testing.T) {
 						t.Errorf("TruncatedError at %d; Offset says %d", te.Offset, r.Offset())
 					case flushed && te.Offset != tool:
 						t.Errorf("after a flush: read %d bytes of content; %s -dc restores %d", te.Offset, tt.tool, tool)
-					case tt.c == recorder.Gzip && (te.Offset > tool || tool-te.Offset > 8):
+					case tt.c == datafile.Gzip && (te.Offset > tool || tool-te.Offset > 8):
 						t.Errorf("read %d bytes of content; gzip -dc restores %d", te.Offset, tool)
-					case tt.c == recorder.Bzip2 && te.Offset < tool:
+					case tt.c == datafile.Bzip2 && te.Offset < tool:
 						t.Errorf("read %d bytes of content; bzip2 -dc restores %d", te.Offset, tool)
 					}
 				})
@@ -281,13 +283,13 @@ func TestCorrupt(t *testing.T) {
 	blocks := session(150, 2<<10)
 	for _, tt := range []struct {
 		name string
-		c    recorder.Compression
+		c    datafile.Compression
 		tool string
 		at   func(size int) int
 	}{
-		{"gzip middle", recorder.Gzip, "gzip", func(size int) int { return size / 2 }},
-		{"gzip trailer", recorder.Gzip, "gzip", func(size int) int { return size - 6 }},
-		{"bzip2 middle", recorder.Bzip2, "bzip2", func(size int) int { return size / 2 }},
+		{"gzip middle", datafile.Gzip, "gzip", func(size int) int { return size / 2 }},
+		{"gzip trailer", datafile.Gzip, "gzip", func(size int) int { return size - 6 }},
+		{"bzip2 middle", datafile.Bzip2, "bzip2", func(size int) int { return size / 2 }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			path, _ := recordFlushes(t, tt.c, blocks, 30)
@@ -305,7 +307,7 @@ func TestCorrupt(t *testing.T) {
 			if err := exec.Command(tt.tool, "-t", path).Run(); err == nil {
 				t.Fatalf("%s -t accepts the damaged file; the test damaged nothing", tt.tool)
 			}
-			got, end := readAll(t, path, recorder.Out)
+			got, end := readAll(t, path, datafile.Out)
 			var te *TruncatedError
 			if end == io.EOF || errors.As(end, &te) || end == nil {
 				t.Fatalf("ended with %v; want a read error", end)

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // ConnFacts is what a connection-log line (-c) says about a connection.
@@ -109,9 +109,9 @@ func (f *LogFormat) Parse(line string) (c ConnFacts, ok bool) {
 		}
 		switch l {
 		case 's':
-			c.Start, _ = time.Parse(recorder.ISOLayout, v)
+			c.Start, _ = time.Parse(datafile.ISOLayout, v)
 		case 'e':
-			c.End, _ = time.Parse(recorder.ISOLayout, v)
+			c.End, _ = time.Parse(datafile.ISOLayout, v)
 		case 'i':
 			ci = v
 		case 'p':

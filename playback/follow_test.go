@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipprot/ipprot/datafile"
 	"github.com/ipprot/ipprot/recorder"
 )
 
@@ -62,7 +63,7 @@ func complete(b Block, w tblock) bool { return bytes.Equal(b.Data, w.data) }
 // sync-flushed file grows). A gzip recording's end ends Follow; a plain
 // one's is not known, so the test cancels it.
 func TestFollow(t *testing.T) {
-	for _, c := range []recorder.Compression{recorder.None, recorder.Gzip, recorder.Bzip2} {
+	for _, c := range []datafile.Compression{datafile.None, datafile.Gzip, datafile.Bzip2} {
 		t.Run(extensions[c], func(t *testing.T) {
 			blocks := session(6, 3000)
 			var mu sync.Mutex
@@ -94,7 +95,7 @@ func TestFollow(t *testing.T) {
 			defer cancel()
 			f := &followed{more: make(chan struct{}, 1)}
 			done := make(chan error, 1)
-			go func() { done <- Follow(ctx, r.Path(), recorder.Out, 10*time.Millisecond, f.add) }()
+			go func() { done <- Follow(ctx, r.Path(), datafile.Out, 10*time.Millisecond, f.add) }()
 
 			f.waitFor(t, blocks, 1)
 			for i := 1; i < len(blocks); i++ {
@@ -104,15 +105,15 @@ func TestFollow(t *testing.T) {
 			if err := r.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if c != recorder.Gzip {
+			if c != datafile.Gzip {
 				cancel()
 			}
 			select {
 			case err := <-done:
 				switch {
-				case c == recorder.Gzip && err != nil:
+				case c == datafile.Gzip && err != nil:
 					t.Errorf("Follow of a completed gzip recording: %v; want nil", err)
-				case c != recorder.Gzip && !errors.Is(err, context.Canceled):
+				case c != datafile.Gzip && !errors.Is(err, context.Canceled):
 					t.Errorf("Follow after cancel: %v; want context.Canceled", err)
 				}
 			case <-time.After(20 * time.Second):
@@ -132,7 +133,7 @@ func TestFollowShrink(t *testing.T) {
 	path := record(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true}, blocks)
 	f := &followed{more: make(chan struct{}, 1)}
 	done := make(chan error, 1)
-	go func() { done <- Follow(context.Background(), path, recorder.Out, 10*time.Millisecond, f.add) }()
+	go func() { done <- Follow(context.Background(), path, datafile.Out, 10*time.Millisecond, f.add) }()
 	f.waitFor(t, blocks, 1)
 	if err := os.Truncate(path, 10); err != nil {
 		t.Fatal(err)

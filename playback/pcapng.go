@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // PcapngConfig describes the connection a Pcapng capture shows.
@@ -52,7 +52,7 @@ type Pcapng struct {
 const MaxSegment = 65000
 
 // Initial sequence numbers, arbitrary: Wireshark shows them as 0.
-var isn = [2]uint32{recorder.In: 0x1000_0000, recorder.Out: 0x2000_0000}
+var isn = [2]uint32{datafile.In: 0x1000_0000, datafile.Out: 0x2000_0000}
 
 const (
 	linkTypeEthernet = 1
@@ -65,7 +65,7 @@ const (
 )
 
 // MAC addresses: locally administered placeholders.
-var macs = [2][6]byte{recorder.In: {2, 0, 0, 0, 0, 1}, recorder.Out: {2, 0, 0, 0, 0, 2}}
+var macs = [2][6]byte{datafile.In: {2, 0, 0, 0, 0, 1}, datafile.Out: {2, 0, 0, 0, 0, 2}}
 
 // NewPcapng checks cfg and writes the capture's Section Header and
 // Interface Description to w.
@@ -177,9 +177,9 @@ func (p *Pcapng) handshake(t time.Time) {
 	p.last = t
 	// MSS 65495 (loopback's), NOP, window scale.
 	opts := []byte{2, 4, 0xff, 0xd7, 1, 3, 3, windowShift}
-	p.packet(t, recorder.In, tcpSYN, nil, opts)
-	p.packet(t, recorder.Out, tcpSYN|tcpACK, nil, opts)
-	p.packet(t, recorder.In, tcpACK, nil, nil)
+	p.packet(t, datafile.In, tcpSYN, nil, opts)
+	p.packet(t, datafile.Out, tcpSYN|tcpACK, nil, opts)
+	p.packet(t, datafile.In, tcpACK, nil, nil)
 }
 
 // Close writes the end of the connection at end (if zero or earlier than
@@ -191,22 +191,22 @@ func (p *Pcapng) Close(end time.Time) error {
 		end = p.last
 	}
 	p.handshake(end)
-	p.packet(end, recorder.In, tcpFIN|tcpACK, nil, nil)
-	p.packet(end, recorder.Out, tcpFIN|tcpACK, nil, nil)
-	p.packet(end, recorder.In, tcpACK, nil, nil)
+	p.packet(end, datafile.In, tcpFIN|tcpACK, nil, nil)
+	p.packet(end, datafile.Out, tcpFIN|tcpACK, nil, nil)
+	p.packet(end, datafile.In, tcpACK, nil, nil)
 	return p.err
 }
 
 // packet writes one Ethernet frame from side from at t. SYN and FIN count
 // as one byte of sequence space.
-func (p *Pcapng) packet(t time.Time, from recorder.Direction, flags byte, payload, opts []byte) {
+func (p *Pcapng) packet(t time.Time, from datafile.Direction, flags byte, payload, opts []byte) {
 	if p.err != nil {
 		return
 	}
 	p.last = t
 	to := 1 - from
 	src, dst := p.cfg.Client, p.cfg.Server
-	if from == recorder.Out {
+	if from == datafile.Out {
 		src, dst = dst, src
 	}
 	var ack uint32

@@ -2,7 +2,6 @@ package playback
 
 import (
 	"bytes"
-	"github.com/ipprot/ipprot/internal/testkit"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -11,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
+	"github.com/ipprot/ipprot/internal/testkit"
 )
 
 // writePcapng writes blocks as a capture of conn into a file.
@@ -41,8 +41,8 @@ func writePcapng(t *testing.T, conn PcapngConfig, blocks []tblock, end time.Time
 func TestPcapngGolden(t *testing.T) {
 	at := time.UnixMicro(1386170322361458)
 	blocks := []tblock{
-		{recorder.In, at, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")},
-		{recorder.Out, at.Add(42728 * time.Microsecond), []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")},
+		{datafile.In, at, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")},
+		{datafile.Out, at.Add(42728 * time.Microsecond), []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")},
 	}
 	conn := PcapngConfig{
 		Client:  netip.MustParseAddrPort("10.1.2.33:49169"),
@@ -66,14 +66,14 @@ func TestPcapngTshark(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789"), 20000) // 200000 bytes: 4 segments
 	at := time.UnixMicro(1386170322361458)
 	blocks := []tblock{
-		{recorder.In, at, []byte("GET /big HTTP/1.1\r\n\r\n")},
-		{recorder.Out, at.Add(time.Millisecond), []byte("HTTP/1.1 200 OK\r\n\r\n")},
-		{recorder.Out, at.Add(2 * time.Millisecond), big},
-		{recorder.In, at.Add(3 * time.Millisecond), []byte{0, 1, 2, 255}},
+		{datafile.In, at, []byte("GET /big HTTP/1.1\r\n\r\n")},
+		{datafile.Out, at.Add(time.Millisecond), []byte("HTTP/1.1 200 OK\r\n\r\n")},
+		{datafile.Out, at.Add(2 * time.Millisecond), big},
+		{datafile.In, at.Add(3 * time.Millisecond), []byte{0, 1, 2, 255}},
 	}
 	var wantClient, wantServer []byte
 	for _, b := range blocks {
-		if b.dir == recorder.In {
+		if b.dir == datafile.In {
 			wantClient = append(wantClient, b.data...)
 		} else {
 			wantServer = append(wantServer, b.data...)

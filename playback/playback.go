@@ -8,7 +8,7 @@
 //	f, err := playback.Open(path) // decompresses by the name's extension
 //	if err != nil { ... }
 //	defer f.Close()
-//	r := playback.NewReader(f, recorder.Out) // data without a stamp line is "out"
+//	r := playback.NewReader(f, datafile.Out) // data without a stamp line is "out"
 //	for {
 //		b, err := r.Next()
 //		if err == io.EOF {
@@ -30,7 +30,7 @@
 // The format neither escapes data nor stores block lengths: a line is
 // recognised as a block stamp only as the exact pattern marker, 1 to 20
 // digits (a value that fits in int64), newline; as an ISO line only as
-// recorder.MarkerISO, a valid time in recorder.ISOLayout, newline. Data that
+// datafile.MarkerISO, a valid time in datafile.ISOLayout, newline. Data that
 // contains such a line is indistinguishable from a real one.
 package playback
 
@@ -39,7 +39,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // Block is one block of a recording, or one piece of it.
@@ -53,7 +53,7 @@ import (
 type Block struct {
 	// Dir is the stamp's direction; for data without a stamp line, the
 	// direction the Reader was told to assume.
-	Dir recorder.Direction
+	Dir datafile.Direction
 	// Stamped says that Time is the block's own stamp (-M).
 	Stamped bool
 	// Time is the block's stamp, or else the time of the ISO line at its
@@ -89,9 +89,9 @@ const (
 )
 
 const (
-	markerLen = len(recorder.MarkerIn)
+	markerLen = len(datafile.MarkerIn)
 	maxDigits = 20
-	// isoShape is recorder.ISOLayout as character classes: 0 a digit, s a
+	// isoShape is datafile.ISOLayout as character classes: 0 a digit, s a
 	// sign, anything else itself.
 	isoShape = "0000-00-00 00:00:00s00:00"
 )
@@ -104,7 +104,7 @@ const maxLine = markerLen + max(maxDigits, len(isoShape)) + 1
 // might hold one), 0 when it does not.
 func match(b []byte) (k lineKind, n int, t time.Time) {
 	if len(b) < markerLen {
-		for _, m := range [...]string{recorder.MarkerIn, recorder.MarkerOut, recorder.MarkerISO} {
+		for _, m := range [...]string{datafile.MarkerIn, datafile.MarkerOut, datafile.MarkerISO} {
 			if len(b) > 0 && m[:len(b)] == string(b) {
 				return notALine, -1, t
 			}
@@ -112,11 +112,11 @@ func match(b []byte) (k lineKind, n int, t time.Time) {
 		return notALine, 0, t
 	}
 	switch string(b[:markerLen]) {
-	case recorder.MarkerIn:
+	case datafile.MarkerIn:
 		k = stampIn
-	case recorder.MarkerOut:
+	case datafile.MarkerOut:
 		k = stampOut
-	case recorder.MarkerISO:
+	case datafile.MarkerISO:
 		return matchISO(b[markerLen:])
 	default:
 		return notALine, 0, t
@@ -141,7 +141,7 @@ func match(b []byte) (k lineKind, n int, t time.Time) {
 	return k, markerLen + d + 1, time.UnixMicro(us)
 }
 
-// matchISO is match for what follows recorder.MarkerISO.
+// matchISO is match for what follows datafile.MarkerISO.
 func matchISO(rest []byte) (lineKind, int, time.Time) {
 	for i := range len(isoShape) {
 		if i == len(rest) {
@@ -167,7 +167,7 @@ func matchISO(rest []byte) (lineKind, int, time.Time) {
 	case rest[len(isoShape)] != '\n':
 		return notALine, 0, time.Time{}
 	}
-	t, err := time.Parse(recorder.ISOLayout, string(rest[:len(isoShape)]))
+	t, err := time.Parse(datafile.ISOLayout, string(rest[:len(isoShape)]))
 	if err != nil {
 		return notALine, 0, time.Time{}
 	}
@@ -179,7 +179,7 @@ func matchISO(rest []byte) (lineKind, int, time.Time) {
 // Reader and Follow are built on; use it directly to feed a recording from
 // somewhere else. It is not safe for concurrent use and holds no resources.
 type Splitter struct {
-	unstamped recorder.Direction
+	unstamped datafile.Direction
 
 	buf []byte // content not yet looked at, or a possible line start held back
 	off int64  // offset of buf[0] in the content
@@ -196,8 +196,8 @@ type Splitter struct {
 
 // NewSplitter returns a Splitter that gives data without a stamp line the
 // direction unstamped. Which direction that is cannot be known from a file
-// without -M: the original's default records only recorder.Out.
-func NewSplitter(unstamped recorder.Direction) *Splitter {
+// without -M: the original's default records only datafile.Out.
+func NewSplitter(unstamped datafile.Direction) *Splitter {
 	return &Splitter{unstamped: unstamped}
 }
 
@@ -300,7 +300,7 @@ func (s *Splitter) line(k lineKind, text []byte, t time.Time, off int64) {
 	if k == isoLine {
 		iso := string(text[markerLen : len(text)-1])
 		s.lastTime = t
-		if s.open && s.cur.Stamped && s.cur.Dir == recorder.In && s.cur.ISO == "" && s.cur.Part == 0 && len(s.data) == 0 {
+		if s.open && s.cur.Stamped && s.cur.Dir == datafile.In && s.cur.ISO == "" && s.cur.Part == 0 && len(s.data) == 0 {
 			s.cur.ISO = iso
 			return
 		}
@@ -309,9 +309,9 @@ func (s *Splitter) line(k lineKind, text []byte, t time.Time, off int64) {
 		return
 	}
 	s.close()
-	dir := recorder.In
+	dir := datafile.In
 	if k == stampOut {
-		dir = recorder.Out
+		dir = datafile.Out
 	}
 	t = t.Local()
 	s.lastTime = t

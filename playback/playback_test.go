@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipprot/ipprot/datafile"
 	"github.com/ipprot/ipprot/recorder"
 )
 
@@ -22,7 +23,7 @@ var zone = time.FixedZone("", -5*3600)
 
 // tblock is a block a test records.
 type tblock struct {
-	dir  recorder.Direction
+	dir  datafile.Direction
 	at   time.Time
 	data []byte
 }
@@ -61,7 +62,7 @@ func record(t testing.TB, cfg recorder.Config, blocks []tblock) string {
 }
 
 // readAll reads every block of path; end is the error Next ended with.
-func readAll(t testing.TB, path string, unstamped recorder.Direction) (blocks []Block, end error) {
+func readAll(t testing.TB, path string, unstamped datafile.Direction) (blocks []Block, end error) {
 	t.Helper()
 	f, err := Open(path)
 	if err != nil {
@@ -136,7 +137,7 @@ func TestManualExample(t *testing.T) {
 		content = append(content, strings.TrimPrefix(line, "    ")+"\n"...)
 	}
 	content = bytes.TrimSuffix(content, []byte("\n")) // the data has no newline of its own
-	s := NewSplitter(recorder.Out)
+	s := NewSplitter(datafile.Out)
 	s.Write(content)
 	s.End()
 	var got []Block
@@ -144,8 +145,8 @@ func TestManualExample(t *testing.T) {
 		got = append(got, b)
 	}
 	want := []Block{
-		{Dir: recorder.In, Stamped: true, Time: time.UnixMicro(1386170322361458), ISO: "2013-12-04 16:18:42+01:00", Offset: 0},
-		{Dir: recorder.Out, Stamped: true, Time: time.UnixMicro(1386170322404186), Data: []byte("HTTP/1.1 200 OK ..."), Offset: 59},
+		{Dir: datafile.In, Stamped: true, Time: time.UnixMicro(1386170322361458), ISO: "2013-12-04 16:18:42+01:00", Offset: 0},
+		{Dir: datafile.Out, Stamped: true, Time: time.UnixMicro(1386170322404186), Data: []byte("HTTP/1.1 200 OK ..."), Offset: 59},
 	}
 	if diff := diffBlocks(got, want); diff != "" {
 		t.Error(diff)
@@ -186,7 +187,7 @@ func diffBlocks(got, want []Block) string {
 func TestSplit(t *testing.T) {
 	t1, t2 := time.UnixMicro(1386170322361458), time.UnixMicro(1386170322404186)
 	iso := "2013-12-04 16:18:42+01:00"
-	isoT, _ := time.Parse(recorder.ISOLayout, iso)
+	isoT, _ := time.Parse(datafile.ISOLayout, iso)
 	tests := []struct {
 		name    string
 		content string
@@ -194,38 +195,38 @@ func TestSplit(t *testing.T) {
 	}{
 		{"empty", "", nil},
 		{"no stamps", "HTTP/1.1 200 OK\r\n",
-			[]Block{{Dir: recorder.Out, Data: []byte("HTTP/1.1 200 OK\r\n")}}},
+			[]Block{{Dir: datafile.Out, Data: []byte("HTTP/1.1 200 OK\r\n")}}},
 		{"no stamps, ISO lines (-t)", "abc#748369#" + iso + "\ndef",
-			[]Block{{Dir: recorder.Out, Data: []byte("abc")}, {Dir: recorder.Out, Time: isoT, ISO: iso, Data: []byte("def"), Offset: 3}}},
+			[]Block{{Dir: datafile.Out, Data: []byte("abc")}, {Dir: datafile.Out, Time: isoT, ISO: iso, Data: []byte("def"), Offset: 3}}},
 		{"both directions (-M -L)", "#848367#1386170322361458\nGET#948366#1386170322404186\nOK\n",
 			[]Block{
-				{Dir: recorder.In, Stamped: true, Time: t1, Data: []byte("GET")},
-				{Dir: recorder.Out, Stamped: true, Time: t2, Data: []byte("OK\n"), Offset: 28},
+				{Dir: datafile.In, Stamped: true, Time: t1, Data: []byte("GET")},
+				{Dir: datafile.Out, Stamped: true, Time: t2, Data: []byte("OK\n"), Offset: 28},
 			}},
 		{"unrecorded direction", "#848367#1386170322361458\n#948366#1386170322404186\nOK",
 			[]Block{
-				{Dir: recorder.In, Stamped: true, Time: t1},
-				{Dir: recorder.Out, Stamped: true, Time: t2, Data: []byte("OK"), Offset: 25},
+				{Dir: datafile.In, Stamped: true, Time: t1},
+				{Dir: datafile.Out, Stamped: true, Time: t2, Data: []byte("OK"), Offset: 25},
 			}},
 		{"data with a # and marker look-alikes", "#848367#1\n#8#848367#12#948366#\n#748369#2013\n",
-			[]Block{{Dir: recorder.In, Stamped: true, Time: time.UnixMicro(1), Data: []byte("#8#848367#12#948366#\n#748369#2013\n")}}},
+			[]Block{{Dir: datafile.In, Stamped: true, Time: time.UnixMicro(1), Data: []byte("#8#848367#12#948366#\n#748369#2013\n")}}},
 		{"data ending in a marker's start", "#948366#1\nab#848367#99",
-			[]Block{{Dir: recorder.Out, Stamped: true, Time: time.UnixMicro(1), Data: []byte("ab#848367#99")}}},
+			[]Block{{Dir: datafile.Out, Stamped: true, Time: time.UnixMicro(1), Data: []byte("ab#848367#99")}}},
 		{"an ISO line after an out stamp starts a block", "#948366#1\n#748369#" + iso + "\nx",
 			[]Block{
-				{Dir: recorder.Out, Stamped: true, Time: time.UnixMicro(1)},
-				{Dir: recorder.Out, Time: isoT, ISO: iso, Data: []byte("x"), Offset: 10},
+				{Dir: datafile.Out, Stamped: true, Time: time.UnixMicro(1)},
+				{Dir: datafile.Out, Time: isoT, ISO: iso, Data: []byte("x"), Offset: 10},
 			}},
 		{"data that looks like a stamp (the known ambiguity)", "#948366#1\nab\n#948366#2\ncd",
 			[]Block{
-				{Dir: recorder.Out, Stamped: true, Time: time.UnixMicro(1), Data: []byte("ab\n")},
-				{Dir: recorder.Out, Stamped: true, Time: time.UnixMicro(2), Data: []byte("cd"), Offset: 13},
+				{Dir: datafile.Out, Stamped: true, Time: time.UnixMicro(1), Data: []byte("ab\n")},
+				{Dir: datafile.Out, Stamped: true, Time: time.UnixMicro(2), Data: []byte("cd"), Offset: 13},
 			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for cut := 0; cut <= len(tt.content); cut++ {
-				s := NewSplitter(recorder.Out)
+				s := NewSplitter(datafile.Out)
 				s.Write([]byte(tt.content[:cut]))
 				s.Write([]byte(tt.content[cut:]))
 				s.End()
@@ -246,13 +247,13 @@ func TestSplit(t *testing.T) {
 func TestLongData(t *testing.T) {
 	data := bytes.Repeat([]byte("0123456789abcdef"), MaxPiece/16*2+1)
 	content := append([]byte("#848367#5\n"), data...)
-	s := NewSplitter(recorder.Out)
+	s := NewSplitter(datafile.Out)
 	s.Write(content)
 	s.End()
 	want := []Block{
-		{Dir: recorder.In, Stamped: true, Time: time.UnixMicro(5), Data: data[:MaxPiece]},
-		{Dir: recorder.In, Stamped: true, Time: time.UnixMicro(5), Data: data[MaxPiece : 2*MaxPiece], Offset: 10 + MaxPiece, Part: 1},
-		{Dir: recorder.In, Stamped: true, Time: time.UnixMicro(5), Data: data[2*MaxPiece:], Offset: 10 + 2*MaxPiece, Part: 2},
+		{Dir: datafile.In, Stamped: true, Time: time.UnixMicro(5), Data: data[:MaxPiece]},
+		{Dir: datafile.In, Stamped: true, Time: time.UnixMicro(5), Data: data[MaxPiece : 2*MaxPiece], Offset: 10 + MaxPiece, Part: 1},
+		{Dir: datafile.In, Stamped: true, Time: time.UnixMicro(5), Data: data[2*MaxPiece:], Offset: 10 + 2*MaxPiece, Part: 2},
 	}
 	var got []Block
 	for b, ok := s.Next(); ok; b, ok = s.Next() {
@@ -266,7 +267,7 @@ func TestLongData(t *testing.T) {
 // TestCut: Cut returns the data so far as a piece; the rest continues it.
 // A block without data waits for its end, as an ISO line may follow.
 func TestCut(t *testing.T) {
-	s := NewSplitter(recorder.Out)
+	s := NewSplitter(datafile.Out)
 	s.Write([]byte("#848367#5\n"))
 	s.Cut()
 	if got := drain(s); len(got) != 0 {
@@ -275,7 +276,7 @@ func TestCut(t *testing.T) {
 	s.Write([]byte("#748369#2013-12-04 16:18:42+01:00\nGET"))
 	s.Cut()
 	s.Cut() // nothing new: nothing
-	in := Block{Dir: recorder.In, Stamped: true, Time: time.UnixMicro(5), ISO: "2013-12-04 16:18:42+01:00", Data: []byte("GET")}
+	in := Block{Dir: datafile.In, Stamped: true, Time: time.UnixMicro(5), ISO: "2013-12-04 16:18:42+01:00", Data: []byte("GET")}
 	if diff := diffBlocks(drain(s), []Block{in}); diff != "" {
 		t.Fatal(diff)
 	}
@@ -288,7 +289,7 @@ func TestCut(t *testing.T) {
 	}
 	s.Write([]byte("67#6\n"))
 	s.End()
-	if diff := diffBlocks(drain(s), []Block{{Dir: recorder.In, Stamped: true, Time: time.UnixMicro(6), Offset: 49}}); diff != "" {
+	if diff := diffBlocks(drain(s), []Block{{Dir: datafile.In, Stamped: true, Time: time.UnixMicro(6), Offset: 49}}); diff != "" {
 		t.Fatal(diff)
 	}
 }
@@ -325,7 +326,7 @@ func FuzzReadBack(f *testing.F) {
 		var streams [2][]byte
 		for rest := data; len(rest) > 0; {
 			n := 1 + rng.IntN(min(len(rest), 5000))
-			dir := recorder.Direction(rng.IntN(2))
+			dir := datafile.Direction(rng.IntN(2))
 			at = at.Add(time.Duration(rng.IntN(3_000_000)) * time.Microsecond)
 			blocks = append(blocks, tblock{dir, at, rest[:n]})
 			streams[dir] = append(streams[dir], rest[:n]...)
@@ -341,7 +342,7 @@ func FuzzReadBack(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		r := NewReader(&chunkReader{f, rng}, recorder.Out)
+		r := NewReader(&chunkReader{f, rng}, datafile.Out)
 		var got [2][]byte
 		i := 0
 		for {
@@ -360,8 +361,8 @@ func FuzzReadBack(f *testing.F) {
 				t.Fatalf("block %d: got %v %v %q part %d; want %v %v %q", i, b.Dir, b.Time, b.Data, b.Part, w.dir, w.at, w.data)
 			}
 			if b.ISO != "" {
-				isoT, err := time.Parse(recorder.ISOLayout, b.ISO)
-				if err != nil || b.Dir != recorder.In || !isoT.Equal(w.at.Truncate(time.Second)) {
+				isoT, err := time.Parse(datafile.ISOLayout, b.ISO)
+				if err != nil || b.Dir != datafile.In || !isoT.Equal(w.at.Truncate(time.Second)) {
 					t.Fatalf("block %d at %v: ISO line %q", i, w.at, b.ISO)
 				}
 			}
@@ -373,7 +374,7 @@ func FuzzReadBack(f *testing.F) {
 		}
 		for d := range got {
 			if !bytes.Equal(got[d], streams[d]) {
-				t.Errorf("%v stream: got %d bytes; want %d", recorder.Direction(d), len(got[d]), len(streams[d]))
+				t.Errorf("%v stream: got %d bytes; want %d", datafile.Direction(d), len(got[d]), len(streams[d]))
 			}
 		}
 	})
@@ -385,11 +386,11 @@ func FuzzSplit(f *testing.F) {
 	f.Add([]byte("#848367#1386170322361458\n#748369#2013-12-04 16:18:42+01:00\n#948366#1386170322404186\nHTTP/1.1 200 OK"), uint64(1))
 	f.Add([]byte("abc#748369#2013-12-04 16:18:42+01:00\ndef#8#848367#12#948366#\n"), uint64(2))
 	f.Fuzz(func(t *testing.T, content []byte, seed uint64) {
-		whole := NewSplitter(recorder.In)
+		whole := NewSplitter(datafile.In)
 		whole.Write(content)
 		whole.End()
 		rng := rand.New(rand.NewPCG(seed, 4))
-		parts := NewSplitter(recorder.In)
+		parts := NewSplitter(datafile.In)
 		for rest := content; len(rest) > 0; {
 			n := rng.IntN(len(rest) + 1)
 			parts.Write(rest[:n])
@@ -402,11 +403,11 @@ func FuzzSplit(f *testing.F) {
 		var rebuilt []byte
 		for _, b := range drain(whole) {
 			if b.Stamped && b.Part == 0 {
-				marker := recorder.Direction.Marker(b.Dir)
+				marker := datafile.Direction.Marker(b.Dir)
 				rebuilt = fmt.Appendf(rebuilt, "%s%s\n", marker, stampDigits(content, b.Offset+int64(len(marker))))
 			}
 			if b.ISO != "" {
-				rebuilt = fmt.Appendf(rebuilt, "%s%s\n", recorder.MarkerISO, b.ISO)
+				rebuilt = fmt.Appendf(rebuilt, "%s%s\n", datafile.MarkerISO, b.ISO)
 			}
 			rebuilt = append(rebuilt, b.Data...)
 		}
@@ -414,7 +415,7 @@ func FuzzSplit(f *testing.F) {
 			t.Fatalf("blocks give back %q; want %q", rebuilt, content)
 		}
 		// Cut pieces: merged, they are the whole's blocks.
-		whole = NewSplitter(recorder.In)
+		whole = NewSplitter(datafile.In)
 		whole.Write(content)
 		whole.End()
 		got, err := merge(drain(parts))
@@ -459,34 +460,6 @@ func merge(pieces []Block) ([]Block, error) {
 func stampDigits(content []byte, off int64) string {
 	end := bytes.IndexByte(content[off:], '\n')
 	return string(content[off : off+int64(end)])
-}
-
-func TestParseName(t *testing.T) {
-	start := time.Date(2013, 12, 4, 16, 18, 42, 0, time.Local)
-	for _, tt := range []struct {
-		client string
-		c      recorder.Compression
-	}{
-		{"10.1.2.33", recorder.Gzip}, {"2001:db8::42:1", recorder.None}, {"::1", recorder.Bzip2},
-	} {
-		client := netip.MustParseAddr(tt.client)
-		path := recorder.FileName("/var/log/conn_rec/my_prot", start, 17, client, tt.c)
-		t.Run(path, func(t *testing.T) {
-			got, err := ParseName(path, time.Local)
-			want := Name{Start: start, N: 17, Client: client, Compression: tt.c}
-			if err != nil || got != want {
-				t.Errorf("got %+v, %v; want %+v", got, err, want)
-			}
-		})
-	}
-	for _, bad := range []string{"prot", "prot_2013-12-04_161842_x_10.1.2.33", "prot_2013-12-04_1618_1_10.1.2.33", "prot_2013-12-04_161842_1_10.1.2"} {
-		if _, err := ParseName(bad, time.Local); err == nil {
-			t.Errorf("ParseName(%q) = nil error; want one", bad)
-		}
-	}
-	if nm, err := ParseName("p_2013-12-04_161842_1_unknown", time.Local); err != nil || nm.Client.IsValid() {
-		t.Errorf("unknown client: got %+v, %v; want an invalid address", nm, err)
-	}
 }
 
 // TestOpenErrors: a missing file is an error of Open.

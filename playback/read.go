@@ -7,16 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/ipprot/ipprot/datafile"
 	"github.com/klauspost/compress/gzip"
-
-	"github.com/ipprot/ipprot/recorder"
 )
 
 // TruncatedError is returned by Reader.Next when a compressed recording
@@ -50,7 +45,7 @@ type Reader struct {
 // NewReader returns a Reader of the content r delivers (Open's, or any
 // uncompressed recording). Data without a stamp line gets the direction
 // unstamped (see NewSplitter).
-func NewReader(r io.Reader, unstamped recorder.Direction) *Reader {
+func NewReader(r io.Reader, unstamped datafile.Direction) *Reader {
 	return &Reader{src: r, s: NewSplitter(unstamped), buf: make([]byte, 64<<10)}
 }
 
@@ -96,7 +91,7 @@ func Open(path string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return readCloser{Reader: decompress(f, CompressionOf(path), false), Closer: f}, nil
+	return readCloser{Reader: decompress(f, datafile.CompressionOf(path), false), Closer: f}, nil
 }
 
 type readCloser struct {
@@ -104,27 +99,15 @@ type readCloser struct {
 	io.Closer
 }
 
-// CompressionOf tells a data file's compression by its name's extension,
-// as recorder.FileName writes it.
-func CompressionOf(path string) recorder.Compression {
-	switch {
-	case strings.HasSuffix(path, ".gz"):
-		return recorder.Gzip
-	case strings.HasSuffix(path, ".bz2"):
-		return recorder.Bzip2
-	}
-	return recorder.None
-}
-
 // decompress returns the content of r compressed with c. An input that
 // just stops gives a *cutShort error after all the data it holds. With
 // follow, a gzip file ends after its first member: ipprotd writes one, and
 // what follows its trailer cannot belong to the recording.
-func decompress(r io.Reader, c recorder.Compression, follow bool) io.Reader {
+func decompress(r io.Reader, c datafile.Compression, follow bool) io.Reader {
 	switch c {
-	case recorder.Gzip:
+	case datafile.Gzip:
 		return &gzipSource{r: r, multi: !follow}
-	case recorder.Bzip2:
+	case datafile.Bzip2:
 		return &bzip2Source{r: bzip2.NewReader(bufio.NewReader(r))}
 	}
 	return r
@@ -193,47 +176,6 @@ func (b *bzip2Source) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Name is what a data file's name says about its connection (see
-// recorder.FileName).
-type Name struct {
-	Start       time.Time  // when the connection was accepted, to the second, in loc
-	N           uint64     // the number in the name: at least the connection's number
-	Client      netip.Addr // the client's address; invalid if the name says "unknown"
-	Compression recorder.Compression
-}
-
-// ParseName reads the name of the data file at path,
-// <prefix>_<yyyy-mm-dd_HHMMSS>_<n>_<client_ip>[.gz|.bz2], taking the time
-// in loc (the daemon's time zone). It fails for any other name.
-func ParseName(path string, loc *time.Location) (Name, error) {
-	base := filepath.Base(path)
-	nm := Name{Compression: CompressionOf(base)}
-	rest := strings.TrimSuffix(strings.TrimSuffix(base, ".gz"), ".bz2")
-	var parts [4]string // date, time, n, client
-	for i := 3; i >= 0; i-- {
-		j := strings.LastIndexByte(rest, '_')
-		if j < 0 {
-			return Name{}, fmt.Errorf("%s is not the name of an ipprotd data file", base)
-		}
-		parts[i], rest = rest[j+1:], rest[:j]
-	}
-	start, err := time.ParseInLocation("2006-01-02_150405", parts[0]+"_"+parts[1], loc)
-	if err != nil {
-		return Name{}, fmt.Errorf("%s is not the name of an ipprotd data file: bad time %s_%s", base, parts[0], parts[1])
-	}
-	n, err := strconv.ParseUint(parts[2], 10, 64)
-	if err != nil {
-		return Name{}, fmt.Errorf("%s is not the name of an ipprotd data file: bad number %q", base, parts[2])
-	}
-	nm.Start, nm.N = start, n
-	if parts[3] != "unknown" {
-		if nm.Client, err = netip.ParseAddr(strings.ReplaceAll(parts[3], "-", ":")); err != nil {
-			return Name{}, fmt.Errorf("%s is not the name of an ipprotd data file: bad client address %q", base, parts[3])
-		}
-	}
-	return nm, nil
-}
-
 // Follow reads the recording at path like a Reader and goes on reading it
 // as it grows, like tail -f: at the end of the file it waits, looking for
 // more every poll (if zero, 100 ms). A gzip file is decompressed as it
@@ -245,7 +187,7 @@ func ParseName(path string, loc *time.Location) (Name, error) {
 // file tells, by its trailer — ctx.Err() when ctx is done, fn's error, or
 // the error that made the file unreadable. A file that shrinks (it was
 // replaced or truncated) is an error.
-func Follow(ctx context.Context, path string, unstamped recorder.Direction, poll time.Duration, fn func(Block) error) error {
+func Follow(ctx context.Context, path string, unstamped datafile.Direction, poll time.Duration, fn func(Block) error) error {
 	if poll <= 0 {
 		poll = 100 * time.Millisecond
 	}
@@ -256,7 +198,7 @@ func Follow(ctx context.Context, path string, unstamped recorder.Direction, poll
 	defer f.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	src := decompress(&tail{ctx: ctx, f: f, poll: poll}, CompressionOf(path), true)
+	src := decompress(&tail{ctx: ctx, f: f, poll: poll}, datafile.CompressionOf(path), true)
 	chunks := make(chan chunk)
 	pumped := make(chan struct{})
 	go pump(ctx, src, chunks, pumped)

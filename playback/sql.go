@@ -10,7 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // Statement is one statement a PostgreSQL client sent — a Query message of
@@ -270,7 +270,7 @@ func (d *SQL) Block(b Block) error {
 		d.err = errors.New("a block without stamp line: --sql needs a recording made with -M")
 		return d.err
 	}
-	if b.Dir == recorder.In {
+	if b.Dir == datafile.In {
 		if len(d.head) < maxStartup {
 			d.head = append(d.head, b.Data[:min(len(b.Data), maxStartup-len(d.head))]...)
 		}

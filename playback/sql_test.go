@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // wire builds PostgreSQL protocol messages for tests.
@@ -108,7 +108,7 @@ func (w wire) append(v wire) wire { return append(w, v...) }
 func sessionBlocks(ex []exchange, rng *rand.Rand) []Block {
 	var blocks []Block
 	at := t0sql
-	add := func(dir recorder.Direction, p []byte) {
+	add := func(dir datafile.Direction, p []byte) {
 		for len(p) > 0 {
 			n := len(p)
 			if rng != nil {
@@ -120,8 +120,8 @@ func sessionBlocks(ex []exchange, rng *rand.Rand) []Block {
 		}
 	}
 	for _, e := range ex {
-		add(recorder.In, e.client)
-		add(recorder.Out, e.server)
+		add(datafile.In, e.client)
+		add(datafile.Out, e.server)
 	}
 	return blocks
 }

@@ -7,7 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // PrintOptions says how a Printer shows blocks. The zero value shows data
@@ -94,7 +94,7 @@ func (p *Printer) header(buf []byte, b Block) []byte {
 		buf = append(buf, ' ')
 	}
 	arrow, code := "<", ansiOut
-	if b.Dir == recorder.In {
+	if b.Dir == datafile.In {
 		arrow, code = ">", ansiIn
 	}
 	buf = p.color(buf, code)

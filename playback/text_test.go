@@ -6,19 +6,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // printed are blocks of every kind a Printer shows.
 var printed = []Block{
-	{Dir: recorder.In, Stamped: true, Time: time.UnixMicro(1386170322361458), ISO: "2013-12-04 16:18:42+01:00",
+	{Dir: datafile.In, Stamped: true, Time: time.UnixMicro(1386170322361458), ISO: "2013-12-04 16:18:42+01:00",
 		Data: []byte("GET /ä?q=a\\b HTTP/1.1\r\nHost: x\t\r\n\r\n")},
-	{Dir: recorder.Out, Stamped: true, Time: time.UnixMicro(1386170322404186),
+	{Dir: datafile.Out, Stamped: true, Time: time.UnixMicro(1386170322404186),
 		Data: []byte("\x00\x01\x02R\x00\x00\x00\x08\xff\xfe\u202eevil\x7f\n\nend")},
-	{Dir: recorder.Out, Stamped: true, Time: time.UnixMicro(1386170322404190), Data: []byte("more"), Offset: 120, Part: 1},
-	{Dir: recorder.In, Stamped: true, Time: time.UnixMicro(1386170322500000)},
-	{Dir: recorder.Out, Data: []byte("x")},
-	{Dir: recorder.Out, Time: time.UnixMicro(1386170400000000), ISO: "2013-12-04 16:20:00+01:00", Data: []byte("0123456789abcdefghij")},
+	{Dir: datafile.Out, Stamped: true, Time: time.UnixMicro(1386170322404190), Data: []byte("more"), Offset: 120, Part: 1},
+	{Dir: datafile.In, Stamped: true, Time: time.UnixMicro(1386170322500000)},
+	{Dir: datafile.Out, Data: []byte("x")},
+	{Dir: datafile.Out, Time: time.UnixMicro(1386170400000000), ISO: "2013-12-04 16:20:00+01:00", Data: []byte("0123456789abcdefghij")},
 }
 
 // TestPrinter: text, hex dump and colours, byte for byte.
@@ -54,7 +54,7 @@ func TestPrinterUnambiguous(t *testing.T) {
 	seen := map[string]string{}
 	for _, d := range datas {
 		var out bytes.Buffer
-		NewPrinter(&out, PrintOptions{}).Print(Block{Dir: recorder.In, Stamped: true, Time: time.UnixMicro(1), Data: []byte(d)})
+		NewPrinter(&out, PrintOptions{}).Print(Block{Dir: datafile.In, Stamped: true, Time: time.UnixMicro(1), Data: []byte(d)})
 		if other, ok := seen[out.String()]; ok && other != d {
 			t.Errorf("%q and %q both print as %q", d, other, out.String())
 		}

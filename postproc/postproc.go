@@ -68,8 +68,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipprot/ipprot/datafile"
 	"github.com/ipprot/ipprot/proxy"
-	"github.com/ipprot/ipprot/recorder"
 )
 
 // Config configures a Runner. Command must be set; the zero value of every
@@ -314,8 +314,8 @@ func (r *Runner) newRun(f *proxy.Facts) *run {
 	}
 	clientPort := strconv.Itoa(int(f.Client.Port()))
 	outPort := strconv.Itoa(int(f.OutPort))
-	start := f.Start.Format(recorder.ISOLayout)
-	end := f.End.Format(recorder.ISOLayout)
+	start := f.Start.Format(datafile.ISOLayout)
+	end := f.End.Format(datafile.ISOLayout)
 	bytesIn := strconv.FormatInt(f.BytesIn, 10)
 	bytesOut := strconv.FormatInt(f.BytesOut, 10)
 

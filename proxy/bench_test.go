@@ -7,15 +7,15 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // discardRecorder wants every block and keeps none: the cost of passing
 // blocks through user space, without a file.
 type discardRecorder struct{}
 
-func (discardRecorder) Record(recorder.Direction, []byte) error { return nil }
-func (discardRecorder) Wants(recorder.Direction) bool           { return true }
+func (discardRecorder) Record(datafile.Direction, []byte) error { return nil }
+func (discardRecorder) Wants(datafile.Direction) bool           { return true }
 func (discardRecorder) Close() error                            { return nil }
 
 // BenchmarkThroughput sends b.N blocks of 1 MiB one way over loopback:

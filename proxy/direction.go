@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // direction is one way of a session: it reads src a block at a time,
@@ -25,7 +25,7 @@ import (
 // becomes readable, the parker starts the direction on a new goroutine.
 type direction struct {
 	ss       *session
-	dir      recorder.Direction
+	dir      datafile.Direction
 	src, dst *net.TCPConn
 	srcRaw   syscall.RawConn
 	dstRaw   syscall.RawConn
@@ -62,7 +62,7 @@ const (
 // parking deadline.
 var errPark = errors.New("park")
 
-func (d *direction) init(ss *session, dir recorder.Direction, src, dst *net.TCPConn, count *int64) error {
+func (d *direction) init(ss *session, dir datafile.Direction, src, dst *net.TCPConn, count *int64) error {
 	d.ss, d.dir, d.src, d.dst, d.count = ss, dir, src, dst, count
 	var err error
 	if d.srcRaw, err = src.SyscallConn(); err != nil {
@@ -117,7 +117,7 @@ func (d *direction) step() error {
 		return fmt.Errorf("read from %s: %w", d.ss.side(d.src), err)
 	}
 	d.ss.touch()
-	if d.dir == recorder.In {
+	if d.dir == datafile.In {
 		*d.count += int64(len(p))
 	}
 	if d.recorded {
@@ -127,7 +127,7 @@ func (d *direction) step() error {
 		}
 	}
 	n, err := d.write(p)
-	if d.dir == recorder.Out {
+	if d.dir == datafile.Out {
 		*d.count += int64(n)
 	}
 	d.br.release()

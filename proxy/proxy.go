@@ -40,7 +40,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // Recorder records the blocks of one session. Record is called with every
@@ -52,8 +52,8 @@ import (
 // want. Close is called once, after both directions have ended, and
 // completes the recording.
 type Recorder interface {
-	Record(dir recorder.Direction, p []byte) error
-	Wants(dir recorder.Direction) bool
+	Record(dir datafile.Direction, p []byte) error
+	Wants(dir datafile.Direction) bool
 	Close() error
 }
 

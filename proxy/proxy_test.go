@@ -18,9 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipprot/ipprot/datafile"
 	"go.uber.org/goleak"
-
-	"github.com/ipprot/ipprot/recorder"
 )
 
 func TestMain(m *testing.M) {
@@ -383,7 +382,7 @@ type blockLog struct {
 
 var errDiskFull = errors.New("disk full")
 
-func (b *blockLog) Record(dir recorder.Direction, p []byte) error {
+func (b *blockLog) Record(dir datafile.Direction, p []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.calls++
@@ -394,7 +393,7 @@ func (b *blockLog) Record(dir recorder.Direction, p []byte) error {
 	return nil
 }
 
-func (b *blockLog) Wants(recorder.Direction) bool { return true }
+func (b *blockLog) Wants(datafile.Direction) bool { return true }
 
 func (b *blockLog) Close() error {
 	b.mu.Lock()
@@ -427,8 +426,8 @@ func TestRecordsEveryBlockBeforeForwarding(t *testing.T) {
 	if !bytes.Equal(gotUp, up) || !bytes.Equal(gotDown, down) {
 		t.Fatal("data changed on the way")
 	}
-	if !bytes.Equal(rec.blocks[recorder.In], up) || !bytes.Equal(rec.blocks[recorder.Out], down) {
-		t.Errorf("recorded in %d out %d bytes; want %d %d, the same bytes", len(rec.blocks[recorder.In]), len(rec.blocks[recorder.Out]), len(up), len(down))
+	if !bytes.Equal(rec.blocks[datafile.In], up) || !bytes.Equal(rec.blocks[datafile.Out], down) {
+		t.Errorf("recorded in %d out %d bytes; want %d %d, the same bytes", len(rec.blocks[datafile.In]), len(rec.blocks[datafile.Out]), len(up), len(down))
 	}
 	if rec.closed != 1 {
 		t.Errorf("recorder closed %d times; want 1", rec.closed)
@@ -444,7 +443,7 @@ func TestRecordsEveryBlockBeforeForwarding(t *testing.T) {
 // onlyIn records client-to-server blocks only.
 type onlyIn struct{ blockLog }
 
-func (o *onlyIn) Wants(dir recorder.Direction) bool { return dir == recorder.In }
+func (o *onlyIn) Wants(dir datafile.Direction) bool { return dir == datafile.In }
 
 // TestUnwantedDirectionIsNotRecorded: Record is never called for a
 // direction the recorder does not want; that direction still flows.
@@ -468,8 +467,8 @@ func TestUnwantedDirectionIsNotRecorded(t *testing.T) {
 	if !bytes.Equal(gotUp, up) || !bytes.Equal(gotDown, down) {
 		t.Fatalf("data changed on the way: up %d/%d down %d/%d bytes", len(gotUp), len(up), len(gotDown), len(down))
 	}
-	if !bytes.Equal(rec.blocks[recorder.In], up) || len(rec.blocks[recorder.Out]) != 0 {
-		t.Errorf("recorded in %d out %d bytes; want %d and 0", len(rec.blocks[recorder.In]), len(rec.blocks[recorder.Out]), len(up))
+	if !bytes.Equal(rec.blocks[datafile.In], up) || len(rec.blocks[datafile.Out]) != 0 {
+		t.Errorf("recorded in %d out %d bytes; want %d and 0", len(rec.blocks[datafile.In]), len(rec.blocks[datafile.Out]), len(up))
 	}
 	if f.BytesIn != int64(len(up)) || f.BytesOut != int64(len(down)) || f.Outcome != OK {
 		t.Errorf("in %d out %d %v; want %d %d ok", f.BytesIn, f.BytesOut, f.Outcome, len(up), len(down))

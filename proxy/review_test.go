@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // Regression tests for the findings of a review of the session life cycle.
@@ -27,7 +27,7 @@ type timedRec struct {
 	timerRun sync.WaitGroup
 }
 
-func (r *timedRec) Record(recorder.Direction, []byte) error {
+func (r *timedRec) Record(datafile.Direction, []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.armed {
@@ -43,7 +43,7 @@ func (r *timedRec) timedFlush() {
 	r.fail(errDiskFull)
 }
 
-func (r *timedRec) Wants(recorder.Direction) bool { return true }
+func (r *timedRec) Wants(datafile.Direction) bool { return true }
 func (r *timedRec) Close() error                  { r.timerRun.Wait(); return nil }
 
 // TestFailFromFlushTimerWhileParked: a flush that fails while both

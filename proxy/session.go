@@ -13,9 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ipprot/ipprot/datafile"
 	"golang.org/x/sys/unix"
-
-	"github.com/ipprot/ipprot/recorder"
 )
 
 // The reasons a session ends early, as context causes.
@@ -53,7 +52,7 @@ type session struct {
 	cause     atomic.Pointer[error]
 	stopAbort func() bool  // unregisters from the server's abort (context.AfterFunc)
 	running   atomic.Int32 // directions not yet finished; the last one ends the session
-	dirs      [2]direction // indexed by recorder.Direction
+	dirs      [2]direction // indexed by datafile.Direction
 }
 
 // serveConn starts the session of an accepted connection: the checks,
@@ -77,10 +76,10 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		ss.lastIO.Store(int64(s.since()))
 		ss.idle = time.AfterFunc(ss.srv.cfg.IdleTimeout, ss.checkIdle)
 	}
-	in, out := &ss.dirs[recorder.In], &ss.dirs[recorder.Out]
+	in, out := &ss.dirs[datafile.In], &ss.dirs[datafile.Out]
 	err := errors.Join(
-		in.init(ss, recorder.In, ss.client, ss.server, &ss.facts.BytesIn),
-		out.init(ss, recorder.Out, ss.server, ss.client, &ss.facts.BytesOut))
+		in.init(ss, datafile.In, ss.client, ss.server, &ss.facts.BytesIn),
+		out.init(ss, datafile.Out, ss.server, ss.client, &ss.facts.BytesOut))
 	ss.running.Store(2)
 	ss.stopAbort = context.AfterFunc(s.abortCtx, ss.abortedByServer)
 	if err != nil {
@@ -254,7 +253,7 @@ func (ss *session) side(c *net.TCPConn) string {
 
 // record hands a block to the recorder, unless there is none or it failed
 // before under ContinueOnRecordError.
-func (ss *session) record(dir recorder.Direction, p []byte) error {
+func (ss *session) record(dir datafile.Direction, p []byte) error {
 	if ss.rec == nil || ss.recOff.Load() {
 		return nil
 	}
@@ -352,8 +351,8 @@ func (ss *session) cancel(cause error) error {
 	if cause != errEnded {
 		resetClose(ss.client)
 		resetClose(ss.server)
-		ss.dirs[recorder.In].unpark()
-		ss.dirs[recorder.Out].unpark()
+		ss.dirs[datafile.In].unpark()
+		ss.dirs[datafile.Out].unpark()
 	}
 	return cause
 }

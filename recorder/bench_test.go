@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dsnet/compress/bzip2"
+	"github.com/ipprot/ipprot/datafile"
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/pgzip"
 )
@@ -33,10 +34,10 @@ func BenchmarkRecord(b *testing.B) {
 		name string
 		cfg  Config
 	}{
-		{"plain", Config{Record: [2]bool{Out: true}}},
-		{"M-s", Config{Record: [2]bool{Out: true}, BlockStamps: true, Printable: true, StampInterval: time.Second}},
-		{"gzip", Config{Record: [2]bool{Out: true}, Compression: Gzip}},
-		{"bzip2", Config{Record: [2]bool{Out: true}, Compression: Bzip2}},
+		{"plain", Config{Record: [2]bool{datafile.Out: true}}},
+		{"M-s", Config{Record: [2]bool{datafile.Out: true}, BlockStamps: true, Printable: true, StampInterval: time.Second}},
+		{"gzip", Config{Record: [2]bool{datafile.Out: true}, Compression: datafile.Gzip}},
+		{"bzip2", Config{Record: [2]bool{datafile.Out: true}, Compression: datafile.Bzip2}},
 	}
 	for _, c := range configs {
 		for _, n := range benchSizes {
@@ -71,7 +72,7 @@ func BenchmarkRecord(b *testing.B) {
 						open()
 						b.StartTimer()
 					}
-					if err := r.Record(Out, blockAt(i, n)); err != nil {
+					if err := r.Record(datafile.Out, blockAt(i, n)); err != nil {
 						b.Fatal(err)
 					}
 					written += n

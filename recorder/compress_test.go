@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // syncFlush does what the flush timer does, at a point the test chooses.
@@ -45,9 +47,9 @@ func randomBlocks(rng *rand.Rand, n int, both bool) []block {
 				p[i] = text[rng.IntN(len(text))]
 			}
 		}
-		dir := Out
+		dir := datafile.Out
 		if both && rng.IntN(2) == 0 {
-			dir = In
+			dir = datafile.In
 		}
 		at = at.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
 		blocks = append(blocks, block{dir, at, p})
@@ -107,7 +109,7 @@ func TestRoundTrip(t *testing.T) {
 func TestEmptyFile(t *testing.T) {
 	for _, cc := range compressions {
 		t.Run(cc.name, func(t *testing.T) {
-			path := record(t, Config{Record: [2]bool{Out: true}, BlockStamps: true, Compression: cc.c}, nil)
+			path := record(t, Config{Record: [2]bool{datafile.Out: true}, BlockStamps: true, Compression: cc.c}, nil)
 			if got := testFile(t, path, cc.c); len(got) != 0 {
 				t.Errorf("got %q; want no data", got)
 			}
@@ -115,7 +117,7 @@ func TestEmptyFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := map[Compression]int64{None: 0, Gzip: 20, Bzip2: 14}[cc.c]; fi.Size() != want {
+			if want := map[datafile.Compression]int64{datafile.None: 0, datafile.Gzip: 20, datafile.Bzip2: 14}[cc.c]; fi.Size() != want {
 				t.Errorf("size %d; want %d", fi.Size(), want)
 			}
 		})
@@ -127,7 +129,7 @@ func TestEmptyFile(t *testing.T) {
 func TestIdleFlush(t *testing.T) {
 	for _, cc := range compressions[1:] {
 		t.Run(cc.name, func(t *testing.T) {
-			o, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Record: [2]bool{Out: true}, Compression: cc.c, FlushInterval: time.Hour})
+			o, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Record: [2]bool{datafile.Out: true}, Compression: cc.c, FlushInterval: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,7 +149,7 @@ func TestIdleFlush(t *testing.T) {
 			if s := size(); s != 0 {
 				t.Errorf("flush before any data wrote %d bytes; want 0", s)
 			}
-			if err := r.Record(Out, []byte("data")); err != nil {
+			if err := r.Record(datafile.Out, []byte("data")); err != nil {
 				t.Fatal(err)
 			}
 			if s := size(); s != 0 {
@@ -179,7 +181,7 @@ func TestIdleFlush(t *testing.T) {
 func TestSegments(t *testing.T) {
 	for _, cc := range compressions[1:] {
 		t.Run(cc.name, func(t *testing.T) {
-			o, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Record: [2]bool{Out: true}, Compression: cc.c, FlushInterval: time.Hour})
+			o, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Record: [2]bool{datafile.Out: true}, Compression: cc.c, FlushInterval: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -196,7 +198,7 @@ func TestSegments(t *testing.T) {
 					p[i] = 'a' + byte(rng.IntN(26))
 				}
 				all = append(all, p...)
-				if err := r.Record(Out, p); err != nil {
+				if err := r.Record(datafile.Out, p); err != nil {
 					t.Fatal(err)
 				}
 				st := r.frame.next.(interface{ pendingLen() (int, int) })
@@ -222,7 +224,7 @@ func TestSegments(t *testing.T) {
 func TestTimedFlush(t *testing.T) {
 	for _, cc := range compressions[1:] {
 		t.Run(cc.name, func(t *testing.T) {
-			o, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Record: [2]bool{Out: true}, Compression: cc.c, FlushInterval: time.Millisecond})
+			o, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Record: [2]bool{datafile.Out: true}, Compression: cc.c, FlushInterval: time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -236,7 +238,7 @@ func TestTimedFlush(t *testing.T) {
 			r.afterFlush = func() { flushed <- struct{}{} }
 			r.mu.Unlock()
 			for _, s := range []string{"first ", "second"} {
-				if err := r.Record(Out, []byte(s)); err != nil {
+				if err := r.Record(datafile.Out, []byte(s)); err != nil {
 					t.Fatal(err)
 				}
 				<-flushed
@@ -261,8 +263,8 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, seed uint64, opts uint8) {
 		rng := rand.New(rand.NewPCG(seed, 2))
 		cfg := Config{
-			Record:      [2]bool{Out: true, In: opts&16 != 0},
-			Compression: Compression(opts % 3),
+			Record:      [2]bool{datafile.Out: true, datafile.In: opts&16 != 0},
+			Compression: datafile.Compression(opts % 3),
 			Printable:   opts&4 != 0,
 			BlockStamps: opts&8 != 0,
 		}
@@ -273,9 +275,9 @@ func FuzzRoundTrip(f *testing.F) {
 		at := t0
 		for rest := data; len(rest) > 0; {
 			n := 1 + rng.IntN(len(rest))
-			dir := Out
+			dir := datafile.Out
 			if rng.IntN(2) == 0 {
-				dir = In
+				dir = datafile.In
 			}
 			at = at.Add(time.Duration(rng.IntN(1500)) * time.Millisecond)
 			blocks = append(blocks, block{dir, at, rest[:n]})
@@ -328,17 +330,17 @@ func TestGzipLevel(t *testing.T) {
 	}
 	size := map[int]int64{}
 	for _, level := range []int{1, 9} {
-		cfg := Config{Prefix: filepath.Join(t.TempDir(), "prot"), Record: [2]bool{In: true}, Compression: Gzip, GzipLevel: level}
+		cfg := Config{Prefix: filepath.Join(t.TempDir(), "prot"), Record: [2]bool{datafile.In: true}, Compression: datafile.Gzip, GzipLevel: level}
 		r := openOne(t, cfg, "::1")
 		for p := text.Bytes(); len(p) > 0; p = p[min(len(p), 4096):] {
-			if err := r.Record(In, p[:min(len(p), 4096)]); err != nil {
+			if err := r.Record(datafile.In, p[:min(len(p), 4096)]); err != nil {
 				t.Fatal(err)
 			}
 		}
 		if err := r.Close(); err != nil {
 			t.Fatal(err)
 		}
-		got, err := decompress(t, r.Path(), Gzip)
+		got, err := decompress(t, r.Path(), datafile.Gzip)
 		if err != nil || !bytes.Equal(got, text.Bytes()) {
 			t.Fatalf("level %d: gzip -dc gave %d bytes (%v); want the %d recorded", level, len(got), err, text.Len())
 		}
@@ -352,7 +354,7 @@ func TestGzipLevel(t *testing.T) {
 		t.Errorf("level 1 wrote %d bytes, level 9 %d; want level 1's larger", size[1], size[9])
 	}
 	for _, bad := range []int{-1, 10} {
-		if _, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Compression: Gzip, GzipLevel: bad}); err == nil {
+		if _, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Compression: datafile.Gzip, GzipLevel: bad}); err == nil {
 			t.Errorf("New accepted gzip level %d", bad)
 		}
 	}

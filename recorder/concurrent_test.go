@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // TestConcurrent runs 200 recorders (plain, gzip and bzip2) at once, each
@@ -39,7 +41,7 @@ func testConcurrent(t *testing.T) {
 	}
 	type session struct {
 		r    *Recorder
-		c    Compression
+		c    datafile.Compression
 		sent [2][][]byte
 	}
 	ss := make([]*session, sessions)
@@ -54,7 +56,7 @@ func testConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*sessions)
 	for i, s := range ss {
-		for _, d := range []Direction{In, Out} {
+		for _, d := range []datafile.Direction{datafile.In, datafile.Out} {
 			s.sent[d] = makeBlocks(uint64(i), d, blocks)
 			wg.Go(func() { errs <- sendAll(s.r, d, s.sent[d]) })
 		}
@@ -73,7 +75,7 @@ func testConcurrent(t *testing.T) {
 	}
 	for _, s := range ss {
 		got := parseBlocks(t, testFile(t, s.r.Path(), s.c))
-		for _, d := range []Direction{In, Out} {
+		for _, d := range []datafile.Direction{datafile.In, datafile.Out} {
 			if len(got[d]) != len(s.sent[d]) {
 				t.Errorf("%s: %d blocks of %v; want %d", s.r.Path(), len(got[d]), d, len(s.sent[d]))
 				continue
@@ -89,7 +91,7 @@ func testConcurrent(t *testing.T) {
 
 // makeBlocks returns n blocks of random letters and newlines (no '#', so
 // that markers find the block boundaries), up to 2 KiB each.
-func makeBlocks(seed uint64, d Direction, n int) [][]byte {
+func makeBlocks(seed uint64, d datafile.Direction, n int) [][]byte {
 	rng := rand.New(rand.NewPCG(seed, uint64(d)))
 	out := make([][]byte, n)
 	for i := range out {
@@ -102,7 +104,7 @@ func makeBlocks(seed uint64, d Direction, n int) [][]byte {
 	return out
 }
 
-func sendAll(r *Recorder, d Direction, blocks [][]byte) error {
+func sendAll(r *Recorder, d datafile.Direction, blocks [][]byte) error {
 	for i, p := range blocks {
 		if err := r.Record(d, p); err != nil {
 			return fmt.Errorf("%s: Record(%v) block %d: %w", r.Path(), d, i, err)
@@ -115,12 +117,12 @@ func sendAll(r *Recorder, d Direction, blocks [][]byte) error {
 func parseBlocks(t *testing.T, data []byte) (blocks [2][][]byte) {
 	t.Helper()
 	for len(data) > 0 {
-		var d Direction
+		var d datafile.Direction
 		switch {
-		case bytes.HasPrefix(data, []byte(MarkerIn)):
-			d = In
-		case bytes.HasPrefix(data, []byte(MarkerOut)):
-			d = Out
+		case bytes.HasPrefix(data, []byte(datafile.MarkerIn)):
+			d = datafile.In
+		case bytes.HasPrefix(data, []byte(datafile.MarkerOut)):
+			d = datafile.Out
 		default:
 			t.Fatalf("no marker at %q", data[:min(len(data), 40)])
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipprot/ipprot/datafile"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,7 +52,7 @@ func TestDiskFull(t *testing.T) {
 	for _, cc := range compressions {
 		t.Run(cc.name, func(t *testing.T) {
 			disk := mountTmpfs(t, "size=64k")
-			o, err := New(Config{Prefix: filepath.Join(disk, "prot"), Record: [2]bool{Out: true}, BlockStamps: true, Compression: cc.c, FlushInterval: time.Hour})
+			o, err := New(Config{Prefix: filepath.Join(disk, "prot"), Record: [2]bool{datafile.Out: true}, BlockStamps: true, Compression: cc.c, FlushInterval: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -63,7 +64,7 @@ func TestDiskFull(t *testing.T) {
 			p := randomBytes(rng, 16<<10)
 			var first error
 			for i := 0; i < 100 && first == nil; i++ {
-				first = r.Record(Out, p)
+				first = r.Record(datafile.Out, p)
 			}
 			if !errors.Is(first, syscall.ENOSPC) {
 				r.Close()
@@ -72,7 +73,7 @@ func TestDiskFull(t *testing.T) {
 			if !strings.Contains(first.Error(), r.Path()) {
 				t.Errorf("error %q does not name the file %s", first, r.Path())
 			}
-			for _, d := range []Direction{Out, In} {
+			for _, d := range []datafile.Direction{datafile.Out, datafile.In} {
 				if err := r.Record(d, []byte("x")); err != first {
 					t.Errorf("Record(%v) after the failure: got %v; want the same error %v", d, err, first)
 				}
@@ -107,7 +108,7 @@ func TestDiskFullTimedFlush(t *testing.T) {
 			if !errors.Is(err, syscall.ENOSPC) {
 				t.Fatalf("filling the disk: %v", err)
 			}
-			o, err := New(Config{Prefix: filepath.Join(disk, "prot"), Record: [2]bool{Out: true}, Compression: cc.c, FlushInterval: time.Millisecond})
+			o, err := New(Config{Prefix: filepath.Join(disk, "prot"), Record: [2]bool{datafile.Out: true}, Compression: cc.c, FlushInterval: time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,14 +117,14 @@ func TestDiskFullTimedFlush(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := r.Record(Out, []byte("pending")); err != nil {
+			if err := r.Record(datafile.Out, []byte("pending")); err != nil {
 				t.Fatalf("Record of a pending block: %v", err)
 			}
 			ferr := <-failed
 			if !errors.Is(ferr, syscall.ENOSPC) || !strings.Contains(ferr.Error(), r.Path()) {
 				t.Errorf("Fail got %v; want ENOSPC naming %s", ferr, r.Path())
 			}
-			if err := r.Record(Out, []byte("more")); err != ferr {
+			if err := r.Record(datafile.Out, []byte("more")); err != ferr {
 				t.Errorf("Record after the failed flush: got %v; want %v", err, ferr)
 			}
 			if err := r.Close(); !errors.Is(err, syscall.ENOSPC) {
@@ -141,7 +142,7 @@ func TestDiskFullTimedFlush(t *testing.T) {
 func TestReadOnly(t *testing.T) {
 	disk := mountTmpfs(t, "size=64k")
 	prefix := filepath.Join(disk, "prot")
-	o, err := New(Config{Prefix: prefix, Record: [2]bool{Out: true}})
+	o, err := New(Config{Prefix: prefix, Record: [2]bool{datafile.Out: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

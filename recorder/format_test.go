@@ -2,62 +2,29 @@ package recorder
 
 import (
 	"bytes"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-func TestFileName(t *testing.T) {
-	start := time.Date(2013, 12, 4, 16, 18, 42, 999_000_000, zone)
-	tests := []struct {
-		name   string
-		start  time.Time
-		n      uint64
-		client string
-		c      Compression
-		want   string
-	}{
-		{"ipv4", start, 1, "10.1.2.33", None, "/log/prot_2013-12-04_161842_1_10.1.2.33"},
-		{"gzip", start, 17, "10.1.2.33", Gzip, "/log/prot_2013-12-04_161842_17_10.1.2.33.gz"},
-		{"bzip2", start, 17, "10.1.2.33", Bzip2, "/log/prot_2013-12-04_161842_17_10.1.2.33.bz2"},
-		{"loopback6", start, 2, "::1", None, "/log/prot_2013-12-04_161842_2_--1"},
-		{"ipv6", start, 3, "2001:db8::42:1", None, "/log/prot_2013-12-04_161842_3_2001-db8--42-1"},
-		{"zone dropped", start, 4, "fe80::1%eth0", None, "/log/prot_2013-12-04_161842_4_fe80--1"},
-		{"mapped", start, 5, "::ffff:192.0.2.7", None, "/log/prot_2013-12-04_161842_5_192.0.2.7"},
-		{"own location", start.In(time.UTC), 6, "192.0.2.7", None, "/log/prot_2013-12-04_151842_6_192.0.2.7"},
-		{"west of utc", start.In(time.FixedZone("", -5*3600)), 7, "192.0.2.7", None, "/log/prot_2013-12-04_101842_7_192.0.2.7"},
-		{"big n", start, 18446744073709551615, "192.0.2.7", None, "/log/prot_2013-12-04_161842_18446744073709551615_192.0.2.7"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := FileName("/log/prot", tt.start, tt.n, netip.MustParseAddr(tt.client), tt.c)
-			if got != tt.want {
-				t.Errorf("got %q; want %q", got, tt.want)
-			}
-		})
-	}
-	if got, want := FileName("p", start, 1, netip.Addr{}, None), "p_2013-12-04_161842_1_unknown"; got != want {
-		t.Errorf("invalid address: got %q; want %q", got, want)
-	}
-}
+	"github.com/ipprot/ipprot/datafile"
+)
 
 // goldenBlocks is the fixed block sequence of the golden files: requests
 // and replies with non-printable runs that span blocks, UTF-8, DEL, and
 // client blocks inside and outside the 2 s ISO interval.
 var goldenBlocks = []block{
-	{In, t0, []byte("GET /index.html HTTP/1.1\r\nHost: example\r\n\r\n")},
-	{Out, t0.Add(42728 * time.Microsecond), []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n")},
-	{Out, t0.Add(44589 * time.Microsecond), []byte("Grüße, \x00\x01\x02binary\xff")},
-	{Out, t0.Add(45000 * time.Microsecond), []byte("\xfe\xfdcontinued\ttab\n")},
-	{In, t0.Add(1500 * time.Millisecond), []byte("\x16\x03\x01 tls \x7f del \x80")},
-	{Out, t0.Add(1600 * time.Millisecond), []byte("\x80 reply")},
-	{In, t0.Add(2500 * time.Millisecond), []byte("\x81 POST /form HTTP/1.1\r\n\r\nname=日本語")},
-	{In, t0.Add(2501 * time.Millisecond), []byte("!")},
-	{Out, t0.Add(2600 * time.Millisecond), []byte("bye\n")},
-	{In, t0.Add(4500 * time.Millisecond), []byte("exactly 2 s after the last ISO line")},
+	{datafile.In, t0, []byte("GET /index.html HTTP/1.1\r\nHost: example\r\n\r\n")},
+	{datafile.Out, t0.Add(42728 * time.Microsecond), []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n")},
+	{datafile.Out, t0.Add(44589 * time.Microsecond), []byte("Grüße, \x00\x01\x02binary\xff")},
+	{datafile.Out, t0.Add(45000 * time.Microsecond), []byte("\xfe\xfdcontinued\ttab\n")},
+	{datafile.In, t0.Add(1500 * time.Millisecond), []byte("\x16\x03\x01 tls \x7f del \x80")},
+	{datafile.Out, t0.Add(1600 * time.Millisecond), []byte("\x80 reply")},
+	{datafile.In, t0.Add(2500 * time.Millisecond), []byte("\x81 POST /form HTTP/1.1\r\n\r\nname=日本語")},
+	{datafile.In, t0.Add(2501 * time.Millisecond), []byte("!")},
+	{datafile.Out, t0.Add(2600 * time.Millisecond), []byte("bye\n")},
+	{datafile.In, t0.Add(4500 * time.Millisecond), []byte("exactly 2 s after the last ISO line")},
 }
 
 // TestGolden records goldenBlocks with every combination of directions,
@@ -68,9 +35,9 @@ func TestGolden(t *testing.T) {
 		name   string
 		record [2]bool
 	}{
-		{"out", [2]bool{Out: true}},
-		{"in", [2]bool{In: true}},
-		{"both", [2]bool{In: true, Out: true}},
+		{"out", [2]bool{datafile.Out: true}},
+		{"in", [2]bool{datafile.In: true}},
+		{"both", [2]bool{datafile.In: true, datafile.Out: true}},
 	}
 	for _, d := range dirs {
 		for _, s := range []bool{false, true} {
@@ -121,10 +88,10 @@ func TestGolden(t *testing.T) {
 func TestManualExample(t *testing.T) {
 	reply := "HTTP/1.1 200 OK\r\nDate: Wed, 04 Dec 2013 15:18:42 GMT\r\nServer: unix2web/9.1.1\r\n"
 	blocks := []block{
-		{In, time.UnixMicro(1386170322361458).In(zone), []byte("GET / HTTP/1.1\r\nHost: lulsed001\r\n\r\n")},
-		{Out, time.UnixMicro(1386170322404186).In(zone), []byte(reply)},
+		{datafile.In, time.UnixMicro(1386170322361458).In(zone), []byte("GET / HTTP/1.1\r\nHost: lulsed001\r\n\r\n")},
+		{datafile.Out, time.UnixMicro(1386170322404186).In(zone), []byte(reply)},
 	}
-	cfg := Config{Record: [2]bool{Out: true}, BlockStamps: true, StampInterval: 60 * time.Second}
+	cfg := Config{Record: [2]bool{datafile.Out: true}, BlockStamps: true, StampInterval: 60 * time.Second}
 	got, err := os.ReadFile(record(t, cfg, blocks))
 	if err != nil {
 		t.Fatal(err)
@@ -157,8 +124,8 @@ func TestISOLine(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := Config{StampInterval: time.Second}
 			blocks := []block{
-				{Out, at.In(tt.loc), []byte("server first")},
-				{In, at.In(tt.loc), []byte("client")},
+				{datafile.Out, at.In(tt.loc), []byte("server first")},
+				{datafile.In, at.In(tt.loc), []byte("client")},
 			}
 			got, err := os.ReadFile(record(t, cfg, blocks))
 			if err != nil {
@@ -177,16 +144,16 @@ func TestStampInterval(t *testing.T) {
 	iv := 10 * time.Second
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	blocks := []block{
-		{Out, at(0), []byte("o")},   // server blocks never get one
-		{In, at(1), []byte("a")},    // first client block: line
-		{In, at(10.9), []byte("b")}, // 9.9 s later: none
-		{Out, at(12), []byte("o")},  // server block after the interval: none
-		{In, at(11), []byte("c")},   // exactly 10 s: line
-		{In, at(20.99), []byte("d")},
-		{In, at(45), []byte("e")}, // long after: line, and the interval counts from here
-		{In, at(54), []byte("f")},
+		{datafile.Out, at(0), []byte("o")},   // server blocks never get one
+		{datafile.In, at(1), []byte("a")},    // first client block: line
+		{datafile.In, at(10.9), []byte("b")}, // 9.9 s later: none
+		{datafile.Out, at(12), []byte("o")},  // server block after the interval: none
+		{datafile.In, at(11), []byte("c")},   // exactly 10 s: line
+		{datafile.In, at(20.99), []byte("d")},
+		{datafile.In, at(45), []byte("e")}, // long after: line, and the interval counts from here
+		{datafile.In, at(54), []byte("f")},
 	}
-	got, err := os.ReadFile(record(t, Config{Record: [2]bool{In: true}, StampInterval: iv}, blocks))
+	got, err := os.ReadFile(record(t, Config{Record: [2]bool{datafile.In: true}, StampInterval: iv}, blocks))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,9 +196,9 @@ func TestPrintable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var blocks []block
 			for _, b := range tt.blocks {
-				blocks = append(blocks, block{Out, t0, []byte(b)})
+				blocks = append(blocks, block{datafile.Out, t0, []byte(b)})
 			}
-			got, err := os.ReadFile(record(t, Config{Record: [2]bool{Out: true}, Printable: true}, blocks))
+			got, err := os.ReadFile(record(t, Config{Record: [2]bool{datafile.Out: true}, Printable: true}, blocks))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -246,12 +213,12 @@ func TestPrintable(t *testing.T) {
 // state under -L, and that -M lines are never filtered.
 func TestPrintableRunPerDirection(t *testing.T) {
 	blocks := []block{
-		{In, t0, []byte("in\x00")},
-		{Out, t0, []byte("\x00out\x00")},
-		{In, t0, []byte("\x01in")},   // continues In's run: no blank
-		{Out, t0, []byte("\x01out")}, // continues Out's run: no blank
+		{datafile.In, t0, []byte("in\x00")},
+		{datafile.Out, t0, []byte("\x00out\x00")},
+		{datafile.In, t0, []byte("\x01in")},   // continues In's run: no blank
+		{datafile.Out, t0, []byte("\x01out")}, // continues Out's run: no blank
 	}
-	cfg := Config{Record: [2]bool{In: true, Out: true}, Printable: true}
+	cfg := Config{Record: [2]bool{datafile.In: true, datafile.Out: true}, Printable: true}
 	got, err := os.ReadFile(record(t, cfg, blocks))
 	if err != nil {
 		t.Fatal(err)
@@ -279,8 +246,8 @@ func TestPrintableRunPerDirection(t *testing.T) {
 // TestNoTrailingNewline checks that a block's data is followed directly by
 // the next marker, as in the original's files.
 func TestNoTrailingNewline(t *testing.T) {
-	blocks := []block{{Out, t0, []byte("one")}, {Out, t0.Add(time.Microsecond), []byte("two")}}
-	got, err := os.ReadFile(record(t, Config{Record: [2]bool{Out: true}, BlockStamps: true}, blocks))
+	blocks := []block{{datafile.Out, t0, []byte("one")}, {datafile.Out, t0.Add(time.Microsecond), []byte("two")}}
+	got, err := os.ReadFile(record(t, Config{Record: [2]bool{datafile.Out: true}, BlockStamps: true}, blocks))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // TestHelperProcess is not a test: it is the process that TestKill and
@@ -51,13 +53,13 @@ func helper(t *testing.T, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func parseCompression(s string) Compression {
+func parseCompression(s string) datafile.Compression {
 	for _, cc := range compressions {
 		if cc.name == s {
 			return cc.c
 		}
 	}
-	return None
+	return datafile.None
 }
 
 // streamBlock returns the next block of the known stream that the record
@@ -78,7 +80,7 @@ func streamBlock(rng *rand.Rand) []byte {
 // interval, and prints "flushed N" after every timed flush, where N is a
 // count of bytes that flush brought into the file.
 func helperRecord(comp, dir string) error {
-	o, err := New(Config{Prefix: filepath.Join(dir, "prot"), Record: [2]bool{Out: true}, Compression: parseCompression(comp), FlushInterval: 20 * time.Millisecond})
+	o, err := New(Config{Prefix: filepath.Join(dir, "prot"), Record: [2]bool{datafile.Out: true}, Compression: parseCompression(comp), FlushInterval: 20 * time.Millisecond})
 	if err != nil {
 		return err
 	}
@@ -98,7 +100,7 @@ func helperRecord(comp, dir string) error {
 	rng := rand.New(rand.NewPCG(42, 42))
 	for {
 		p := streamBlock(rng)
-		if err := r.Record(Out, p); err != nil {
+		if err := r.Record(datafile.Out, p); err != nil {
 			return err
 		}
 		done.Add(int64(len(p)))
@@ -225,7 +227,7 @@ func feed(r *Recorder, corpus []byte, i, n int) error {
 	rng := rand.New(rand.NewPCG(uint64(i), 3))
 	for range n {
 		off := rng.IntN(len(corpus) - 4096)
-		if err := r.Record(Direction(rng.IntN(2)), corpus[off:off+4096]); err != nil {
+		if err := r.Record(datafile.Direction(rng.IntN(2)), corpus[off:off+4096]); err != nil {
 			return err
 		}
 		time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
@@ -277,7 +279,7 @@ func TestMemory(t *testing.T) {
 	for _, cc := range compressions {
 		t.Run(cc.name, func(t *testing.T) {
 			rounds := "40"
-			if cc.c == Bzip2 {
+			if cc.c == datafile.Bzip2 {
 				rounds = "8" // 32 MB through bzip2 takes seconds
 			}
 			out, err := helper(t, "memory", cc.name, rounds).Output()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipprot/ipprot/datafile"
 	"go.uber.org/goleak"
 )
 
@@ -33,7 +34,7 @@ var t0 = time.UnixMicro(1386170322361458).In(zone)
 
 // block is one block of a test sequence.
 type block struct {
-	dir  Direction
+	dir  datafile.Direction
 	at   time.Time
 	data []byte
 }
@@ -51,12 +52,12 @@ func model(cfg Config, blocks []block) []byte {
 		}
 		if cfg.BlockStamps {
 			m := "#948366#"
-			if b.dir == In {
+			if b.dir == datafile.In {
 				m = "#848367#"
 			}
 			out = fmt.Appendf(out, "%s%d\n", m, b.at.UnixNano()/1000)
 		}
-		if b.dir == In && cfg.StampInterval > 0 && (!iso || b.at.Sub(lastISO) >= cfg.StampInterval) {
+		if b.dir == datafile.In && cfg.StampInterval > 0 && (!iso || b.at.Sub(lastISO) >= cfg.StampInterval) {
 			_, off := b.at.Zone()
 			sign := '+'
 			if off < 0 {
@@ -127,12 +128,12 @@ func record(t testing.TB, cfg Config, blocks []block) string {
 // decompress returns the data of a data file as the real tools give it
 // back, with their error (a cut-off file makes them fail after writing what
 // they could).
-func decompress(t testing.TB, path string, c Compression) ([]byte, error) {
+func decompress(t testing.TB, path string, c datafile.Compression) ([]byte, error) {
 	t.Helper()
 	switch c {
-	case Gzip:
+	case datafile.Gzip:
 		return tool("gzip", "-dc", path)
-	case Bzip2:
+	case datafile.Bzip2:
 		return tool("bzip2", "-dc", path)
 	}
 	return os.ReadFile(path)
@@ -140,14 +141,14 @@ func decompress(t testing.TB, path string, c Compression) ([]byte, error) {
 
 // testFile is like decompress, and also requires the tools' integrity test
 // to pass.
-func testFile(t testing.TB, path string, c Compression) []byte {
+func testFile(t testing.TB, path string, c datafile.Compression) []byte {
 	t.Helper()
 	switch c {
-	case Gzip:
+	case datafile.Gzip:
 		if out, err := tool("gzip", "-t", path); err != nil {
 			t.Fatalf("gzip -t: %v: %s", err, out)
 		}
-	case Bzip2:
+	case datafile.Bzip2:
 		if out, err := tool("bzip2", "-t", path); err != nil {
 			t.Fatalf("bzip2 -t: %v: %s", err, out)
 		}
@@ -184,5 +185,5 @@ func firstDiff(got, want []byte) string {
 
 var compressions = []struct {
 	name string
-	c    Compression
-}{{"plain", None}, {"gzip", Gzip}, {"bzip2", Bzip2}}
+	c    datafile.Compression
+}{{"plain", datafile.None}, {"gzip", datafile.Gzip}, {"bzip2", datafile.Bzip2}}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // TestPlantedNames plants a dangling symlink, a symlink to a file and a
@@ -19,7 +21,7 @@ func TestPlantedNames(t *testing.T) {
 			dir := t.TempDir()
 			prefix := filepath.Join(dir, "prot")
 			client := netip.MustParseAddr("192.0.2.1")
-			name := func(n uint64) string { return FileName(prefix, t0, n, client, cc.c) }
+			name := func(n uint64) string { return datafile.FileName(prefix, t0, n, client, cc.c) }
 
 			dangling := filepath.Join(dir, "not-there")
 			victim := filepath.Join(dir, "victim")
@@ -36,7 +38,7 @@ func TestPlantedNames(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			o, err := New(Config{Prefix: prefix, Record: [2]bool{Out: true}, Compression: cc.c})
+			o, err := New(Config{Prefix: prefix, Record: [2]bool{datafile.Out: true}, Compression: cc.c})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,7 +46,7 @@ func TestPlantedNames(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := r.Record(Out, []byte("new data")); err != nil {
+			if err := r.Record(datafile.Out, []byte("new data")); err != nil {
 				t.Fatal(err)
 			}
 			if err := r.Close(); err != nil {
@@ -104,12 +106,12 @@ func umask() os.FileMode {
 func TestNamesExhausted(t *testing.T) {
 	dir := t.TempDir()
 	prefix := filepath.Join(dir, "p")
-	o, err := New(Config{Prefix: prefix, Record: [2]bool{Out: true}})
+	o, err := New(Config{Prefix: prefix, Record: [2]bool{datafile.Out: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for n := uint64(1); n <= maxNameTries; n++ {
-		if err := os.Symlink("x", FileName(prefix, t0, n, netip.Addr{}, None)); err != nil {
+		if err := os.Symlink("x", datafile.FileName(prefix, t0, n, netip.Addr{}, datafile.None)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -129,7 +131,7 @@ func TestNamesExhausted(t *testing.T) {
 func TestFolders(t *testing.T) {
 	base := t.TempDir()
 	prefix := filepath.Join(base, "a", "b", "prot")
-	o, err := New(Config{Prefix: prefix, Record: [2]bool{Out: true}})
+	o, err := New(Config{Prefix: prefix, Record: [2]bool{datafile.Out: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +154,7 @@ func TestFolders(t *testing.T) {
 	}
 
 	// A prefix ending in a slash names the folder itself.
-	o, err = New(Config{Prefix: filepath.Join(base, "c") + "/", Record: [2]bool{Out: true}})
+	o, err = New(Config{Prefix: filepath.Join(base, "c") + "/", Record: [2]bool{datafile.Out: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,16 +199,16 @@ func TestWants(t *testing.T) {
 		cfg     Config
 		in, out bool
 	}{
-		{"default: out", Config{Record: [2]bool{Out: true}}, false, true},
-		{"-l", Config{Record: [2]bool{In: true}}, true, false},
+		{"default: out", Config{Record: [2]bool{datafile.Out: true}}, false, true},
+		{"-l", Config{Record: [2]bool{datafile.In: true}}, true, false},
 		{"-L", Config{Record: [2]bool{true, true}}, true, true},
 		{"nothing", Config{}, false, false},
-		{"-M", Config{Record: [2]bool{Out: true}, BlockStamps: true}, true, true},
+		{"-M", Config{Record: [2]bool{datafile.Out: true}, BlockStamps: true}, true, true},
 		{"-M nothing recorded", Config{BlockStamps: true}, true, true},
-		{"-t", Config{Record: [2]bool{Out: true}, StampInterval: time.Second}, true, true},
-		{"-l -t", Config{Record: [2]bool{In: true}, StampInterval: time.Second}, true, false},
-		{"-s", Config{Record: [2]bool{Out: true}, Printable: true}, false, true},
-		{"-z", Config{Record: [2]bool{Out: true}, Compression: Gzip}, false, true},
+		{"-t", Config{Record: [2]bool{datafile.Out: true}, StampInterval: time.Second}, true, true},
+		{"-l -t", Config{Record: [2]bool{datafile.In: true}, StampInterval: time.Second}, true, false},
+		{"-s", Config{Record: [2]bool{datafile.Out: true}, Printable: true}, false, true},
+		{"-z", Config{Record: [2]bool{datafile.Out: true}, Compression: datafile.Gzip}, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,17 +222,17 @@ func TestWants(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer r.Close()
-			if got := r.Wants(In); got != tt.in {
+			if got := r.Wants(datafile.In); got != tt.in {
 				t.Errorf("Wants(In) = %v; want %v", got, tt.in)
 			}
-			if got := r.Wants(Out); got != tt.out {
+			if got := r.Wants(datafile.Out); got != tt.out {
 				t.Errorf("Wants(Out) = %v; want %v", got, tt.out)
 			}
-			if r.Wants(Out + 1) {
+			if r.Wants(datafile.Out + 1) {
 				t.Errorf("Wants(2) = true; want false")
 			}
 			// What Wants denies, Record must not write.
-			for _, d := range []Direction{In, Out} {
+			for _, d := range []datafile.Direction{datafile.In, datafile.Out} {
 				if r.Wants(d) {
 					continue
 				}
@@ -261,7 +263,7 @@ func TestWriteThrough(t *testing.T) {
 		r.frame.next = counter
 		var blocks []block
 		for i, b := range []string{"GET\x00\x01 / \x02", "200", "x", "\x00\x01\x02"} {
-			dir := Direction(i % 2)
+			dir := datafile.Direction(i % 2)
 			if err := r.Record(dir, []byte(b)); err != nil {
 				t.Fatal(err)
 			}
@@ -299,7 +301,7 @@ func (c *countingStage) Write(p []byte) (int, error) {
 func TestCloseAndAfter(t *testing.T) {
 	for _, cc := range compressions {
 		t.Run(cc.name, func(t *testing.T) {
-			o, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Record: [2]bool{Out: true}, Compression: cc.c, FlushInterval: time.Hour})
+			o, err := New(Config{Prefix: filepath.Join(t.TempDir(), "p"), Record: [2]bool{datafile.Out: true}, Compression: cc.c, FlushInterval: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -307,10 +309,10 @@ func TestCloseAndAfter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := r.Record(Out, []byte("data")); err != nil {
+			if err := r.Record(datafile.Out, []byte("data")); err != nil {
 				t.Fatal(err)
 			}
-			if err := r.Record(In+2, []byte("data")); err == nil {
+			if err := r.Record(datafile.In+2, []byte("data")); err == nil {
 				t.Error("Record(2) succeeded; want an error")
 			}
 			if err := r.Close(); err != nil {
@@ -319,7 +321,7 @@ func TestCloseAndAfter(t *testing.T) {
 			if err := r.Close(); err != nil {
 				t.Errorf("second Close: %v", err)
 			}
-			if err := r.Record(Out, []byte("more")); !errors.Is(err, errClosed) {
+			if err := r.Record(datafile.Out, []byte("more")); !errors.Is(err, errClosed) {
 				t.Errorf("Record after Close: got %v; want %v", err, errClosed)
 			}
 			if got := testFile(t, r.Path(), cc.c); string(got) != "data" {

@@ -4,10 +4,10 @@
 //
 // Usage:
 //
-//	o, err := recorder.New(recorder.Config{Prefix: "/var/log/conn_rec/prot", Record: [2]bool{recorder.Out: true}})
+//	o, err := recorder.New(recorder.Config{Prefix: "/var/log/conn_rec/prot", Record: [2]bool{datafile.Out: true}})
 //	...
 //	r, err := o.Open(recorder.Session{N: 1, Start: start, Client: ip})
-//	err = r.Record(recorder.In, block) // for every block, before it is forwarded
+//	err = r.Record(datafile.In, block) // for every block, before it is forwarded
 //	...
 //	err = r.Close() // once both directions have ended
 //
@@ -32,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipprot/ipprot/datafile"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,9 +40,9 @@ import (
 type Compression uint8
 
 const (
-	None  Compression = iota // plain file
-	Gzip                     // -z: one gzip member, sync-flushed; name ends in .gz
-	Bzip2                    // -j: bzip2 streams, one per flush; name ends in .bz2
+	None  datafile.Compression = iota // plain file
+	Gzip                              // -z: one gzip member, sync-flushed; name ends in .gz
+	Bzip2                             // -j: bzip2 streams, one per flush; name ends in .bz2
 )
 
 // Config configures an Opener. Its zero value records nothing but is not
@@ -67,7 +68,7 @@ type Config struct {
 	StampInterval time.Duration
 
 	// Compression compresses the files (-z, -j). If zero, None.
-	Compression Compression
+	Compression datafile.Compression
 
 	// GzipLevel is deflate's level for Gzip, 1 (fastest) to 9 (smallest).
 	// If zero, DefaultGzipLevel.
@@ -119,7 +120,7 @@ func New(cfg Config) (*Opener, error) {
 	if cfg.Prefix == "" {
 		return nil, errors.New("empty data file prefix")
 	}
-	if cfg.Compression > Bzip2 {
+	if cfg.Compression > datafile.Bzip2 {
 		return nil, fmt.Errorf("unknown compression %d", cfg.Compression)
 	}
 	if cfg.StampInterval < 0 {
@@ -141,8 +142,8 @@ func New(cfg Config) (*Opener, error) {
 	if o.flush == 0 {
 		o.flush = time.Second
 	}
-	for _, d := range []Direction{In, Out} {
-		o.wants[d] = cfg.Record[d] || cfg.BlockStamps || (d == In && cfg.StampInterval > 0)
+	for _, d := range []datafile.Direction{datafile.In, datafile.Out} {
+		o.wants[d] = cfg.Record[d] || cfg.BlockStamps || (d == datafile.In && cfg.StampInterval > 0)
 	}
 	if err := checkFolder(o.dir); err != nil {
 		return nil, err
@@ -191,10 +192,10 @@ func (o *Opener) Open(s Session) (*Recorder, error) {
 	file := &fileStage{f: f}
 	var next stage = file
 	switch o.cfg.Compression {
-	case Gzip:
+	case datafile.Gzip:
 		next = newGzipStage(file, o.codecs)
 		r.flushEvery = o.flush
-	case Bzip2:
+	case datafile.Bzip2:
 		next = newBzip2Stage(file, o.codecs)
 		r.flushEvery = o.flush
 	}
@@ -205,7 +206,7 @@ func (o *Opener) Open(s Session) (*Recorder, error) {
 		stamps: o.cfg.BlockStamps,
 		every:  o.cfg.StampInterval,
 	}
-	for _, d := range []Direction{In, Out} {
+	for _, d := range []datafile.Direction{datafile.In, datafile.Out} {
 		switch {
 		case !o.cfg.Record[d]:
 		case o.cfg.Printable:
@@ -222,7 +223,7 @@ func (o *Opener) Open(s Session) (*Recorder, error) {
 func (o *Opener) create(s Session) (*os.File, string, error) {
 	madeDir := false
 	for i := range uint64(maxNameTries) {
-		path := FileName(o.cfg.Prefix, s.Start, s.N+i, s.Client, o.cfg.Compression)
+		path := datafile.FileName(o.cfg.Prefix, s.Start, s.N+i, s.Client, o.cfg.Compression)
 		f, err := createNew(path)
 		if errors.Is(err, os.ErrNotExist) && !madeDir {
 			// The folder went away since New (a clean-up job); make it again.
@@ -241,7 +242,7 @@ func (o *Opener) create(s Session) (*os.File, string, error) {
 			return nil, "", fmt.Errorf("create data file: %w", err)
 		}
 	}
-	first := FileName(o.cfg.Prefix, s.Start, s.N, s.Client, o.cfg.Compression)
+	first := datafile.FileName(o.cfg.Prefix, s.Start, s.N, s.Client, o.cfg.Compression)
 	return nil, "", fmt.Errorf("create data file %s: the next %d names are all taken", first, maxNameTries)
 }
 
@@ -298,8 +299,8 @@ func (r *Recorder) Path() string { return r.path }
 
 // Wants reports whether Record writes anything for blocks of dir. If it
 // does not, the caller may skip Record for dir.
-func (r *Recorder) Wants(dir Direction) bool {
-	return dir <= Out && r.wants[dir]
+func (r *Recorder) Wants(dir datafile.Direction) bool {
+	return dir <= datafile.Out && r.wants[dir]
 }
 
 // Record writes one block read in direction dir. It neither keeps nor
@@ -308,8 +309,8 @@ func (r *Recorder) Wants(dir Direction) bool {
 // When Record returns nil, the block is in the file (uncompressed) or in the
 // compressor (compressed). Otherwise the recording is broken and every later
 // call returns the same error, which names the file.
-func (r *Recorder) Record(dir Direction, p []byte) error {
-	if dir > Out {
+func (r *Recorder) Record(dir datafile.Direction, p []byte) error {
+	if dir > datafile.Out {
 		return fmt.Errorf("record %s: unknown direction %d", r.path, dir)
 	}
 	if !r.wants[dir] || len(p) == 0 {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/ipprot/ipprot/datafile"
 )
 
 // A stage is one link of a recorder's chain: printable filter → framer →
@@ -125,16 +127,16 @@ type framer struct {
 }
 
 // begin starts a block of direction dir read at t.
-func (f *framer) begin(dir Direction, t time.Time) error {
+func (f *framer) begin(dir datafile.Direction, t time.Time) error {
 	h := f.head[:0]
 	if f.stamps {
 		h = append(h, dir.Marker()...)
 		h = strconv.AppendInt(h, t.UnixMicro(), 10)
 		h = append(h, '\n')
 	}
-	if dir == In && f.every > 0 && (!f.isoDone || t.Sub(f.lastISO) >= f.every) {
-		h = append(h, MarkerISO...)
-		h = t.AppendFormat(h, ISOLayout)
+	if dir == datafile.In && f.every > 0 && (!f.isoDone || t.Sub(f.lastISO) >= f.every) {
+		h = append(h, datafile.MarkerISO...)
+		h = t.AppendFormat(h, datafile.ISOLayout)
 		h = append(h, '\n')
 		f.lastISO, f.isoDone = t, true
 	}
