@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"slices"
 	"strings"
 	"testing"
@@ -10,7 +9,7 @@ import (
 // FuzzNormaliseArgs feeds normaliseArgs argument lists (words separated by
 // newlines) with the real parser's idea of which options take a value, and
 // checks it against the rule it implements: walking the input, "--" ends
-// the rewriting, -Dp, -uT and -? become their long forms, every other word
+// the rewriting, -Dp and -uT become their long forms, every other word
 // is kept, and the word after an option that takes a value is that value,
 // unchanged, whatever it looks like. So the output never has fewer words
 // than the input, the input is left alone, and nothing panics.
@@ -36,16 +35,11 @@ func FuzzNormaliseArgs(f *testing.F) {
 	} {
 		f.Add(strings.ReplaceAll(seed, " ", "\n"))
 	}
-	var c cli
-	p, err := newParser(&c, &bytes.Buffer{}, &bytes.Buffer{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	takes := flagTakesValue(p)
+	originals, takes := testParser(f)
 	f.Fuzz(func(t *testing.T, joined string) {
 		in := strings.Split(joined, "\n")
 		args := slices.Clone(in)
-		out := normaliseArgs(args, takes)
+		out := normaliseArgs(args, originals, takes)
 		if !slices.Equal(args, in) {
 			t.Fatalf("normaliseArgs changed its input: %q; was %q", args, in)
 		}
@@ -69,7 +63,7 @@ func FuzzNormaliseArgs(f *testing.F) {
 				return
 			}
 			opt := w
-			if long, ok := twoLetter[w]; ok {
+			if long, ok := originals[w]; ok {
 				for _, l := range long {
 					word(i, l)
 				}

@@ -14,7 +14,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ipprot/ipprot/connlog"
+	"github.com/ipprot/ipprot/internal/cmdline"
+	"github.com/ipprot/ipprot/logfile"
 )
 
 // notifyEnv names the descriptor on which a detached daemon tells the
@@ -26,13 +27,10 @@ const notifyEnv = "IPPROTD_NOTIFY_FD"
 const detachTimeout = time.Minute
 
 // detach starts the daemon in the background with the same arguments and
-// waits until it listens or fails; it returns the exit status for the
-// starting process.
-func detach(stderr io.Writer) int {
-	fail := func(format string, args ...any) int {
-		fmt.Fprintf(stderr, "ipprotd: "+format+"\n", args...)
-		return 1
-	}
+// waits until it listens or fails; its error is the starting process's exit
+// status and message.
+func detach(stderr io.Writer) error {
+	fail := cmdline.Failf
 	exe, err := os.Executable()
 	if err != nil {
 		return fail("cannot find my own executable to detach: %v", err)
@@ -75,13 +73,12 @@ func detach(stderr io.Writer) int {
 	switch {
 	case string(msg) == "READY":
 		cmd.Process.Release()
-		return 0
+		return nil
 	case bytes.HasPrefix(msg, []byte("ERR ")):
 		code, text, _ := strings.Cut(string(msg[4:]), " ")
 		n, _ := strconv.Atoi(code)
 		cmd.Wait()
-		fmt.Fprintf(stderr, "ipprotd: %s\n", text)
-		return max(n, 1)
+		return &cmdline.Error{Code: max(n, 1), Err: errors.New(text)}
 	case errors.Is(readErr, os.ErrDeadlineExceeded):
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -139,12 +136,7 @@ func (r *readiness) fail(err error) {
 		r.send("")
 		return
 	}
-	code := 1
-	var ue *usageError
-	if errors.As(err, &ue) {
-		code = 2
-	}
-	r.send(fmt.Sprintf("ERR %d %s\n", code, strings.ReplaceAll(err.Error(), "\n", " ")))
+	r.send(fmt.Sprintf("ERR %d %s\n", cmdline.Status(err), strings.ReplaceAll(err.Error(), "\n", " ")))
 }
 
 func (r *readiness) send(msg string) {
@@ -158,21 +150,28 @@ func (r *readiness) send(msg string) {
 	r.w = nil
 }
 
+// daemonLog is where the daemon's own log goes.
+type daemonLog struct {
+	w     io.Writer
+	file  *logfile.File // --log-file, reopened on SIGHUP; nil otherwise
+	close func()
+}
+
 // openDaemonLog opens where the daemon's own log goes: --log-file, else
 // stderr in the foreground, else syslog (discarded where there is none).
-func openDaemonLog(cfg *config, stderr io.Writer, ready *readiness) (io.Writer, func(), error) {
+func openDaemonLog(cfg *config, stderr io.Writer, ready *readiness) (*daemonLog, error) {
 	if cfg.logFile != "" {
 		if err := os.MkdirAll(filepath.Dir(cfg.logFile), 0o750); err != nil {
-			return nil, nil, usagef("--log-file: %v", err)
+			return nil, cmdline.Usagef("--log-file: %v", err)
 		}
-		l, err := connlog.Open(cfg.logFile)
+		l, err := logfile.Open(cfg.logFile, "daemon log")
 		if err != nil {
-			return nil, nil, usagef("--log-file: %v", err)
+			return nil, cmdline.Usagef("--log-file: %v", err)
 		}
-		return logFile{l}, func() { l.Close() }, nil
+		return &daemonLog{w: l, file: l, close: func() { l.Close() }}, nil
 	}
 	if !cfg.daemon {
-		return stderr, func() {}, nil
+		return &daemonLog{w: stderr, close: func() {}}, nil
 	}
 	sl, err := syslog.New(syslog.LOG_INFO|syslog.LOG_DAEMON, "ipprotd")
 	if err != nil {
@@ -180,28 +179,9 @@ func openDaemonLog(cfg *config, stderr io.Writer, ready *readiness) (io.Writer, 
 		// operator must know that record errors and hooks that did not run
 		// go unseen: the starting process says so.
 		ready.warn(fmt.Sprintf("no syslog (%v): the daemon's own log is discarded; give --log-file to keep it", err))
-		return io.Discard, func() {}, nil
+		return &daemonLog{w: io.Discard, close: func() {}}, nil
 	}
-	return sl, func() { sl.Close() }, nil
-}
-
-// logFile adapts a connlog.Log, which writes each entry with one write(2)
-// and reopens on SIGHUP, to the io.Writer of a slog handler.
-type logFile struct{ *connlog.Log }
-
-func (l logFile) Write(p []byte) (int, error) {
-	if err := l.Log.Write(p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// logFileOf returns the reopenable file behind w, or nil.
-func logFileOf(w io.Writer) *connlog.Log {
-	if lf, ok := w.(logFile); ok {
-		return lf.Log
-	}
-	return nil
+	return &daemonLog{w: sl, close: func() { sl.Close() }}, nil
 }
 
 // pidFile is a pid file this process owns.
@@ -215,7 +195,7 @@ type pidFile struct {
 // program) is stale and will be replaced.
 func claimPidFile(path string) (*pidFile, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, usagef("--pid-file: %v", err)
+		return nil, cmdline.Usagef("--pid-file: %v", err)
 	}
 	b, err := os.ReadFile(path)
 	switch {

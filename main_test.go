@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ipprot/ipprot/datafile"
+	"github.com/ipprot/ipprot/internal/cmdline"
 	"github.com/ipprot/ipprot/proxy"
 )
 
@@ -18,24 +19,27 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func testParser(t *testing.T) func(string) bool {
+// testParser returns the real parser's rewrites of the original's
+// two-letter options and its idea of which words take a value.
+func testParser(t testing.TB) (map[string][]string, func(string) bool) {
 	t.Helper()
 	var c cli
-	p, err := newParser(&c, &bytes.Buffer{}, &bytes.Buffer{})
+	var exit cmdline.Exit
+	p, err := newParser(&c, &bytes.Buffer{}, &bytes.Buffer{}, exit.Option())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return flagTakesValue(p)
+	return originalSpellings(p), flagTakesValue(p)
 }
 
 func TestNormaliseArgs(t *testing.T) {
-	takes := testParser(t)
+	originals, takes := testParser(t)
 	tests := []struct {
 		in, want string
 	}{
 		{"-p 5432 -Dp /run/x.pid", "-p 5432 --daemon --pid-file /run/x.pid"},
 		{"-uT /bin/send -f p", "--post-cmd-times /bin/send -f p"},
-		{"-?", "--help"},
+		{"-?", "-?"},
 		{"-D -p 80", "-D -p 80"},
 		// Values are never rewritten, whatever they look like.
 		{"-C -uT -c log", "-C -uT -c log"},
@@ -54,7 +58,7 @@ func TestNormaliseArgs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got := strings.Join(normaliseArgs(strings.Fields(tt.in), takes), " ")
+			got := strings.Join(normaliseArgs(strings.Fields(tt.in), originals, takes), " ")
 			if got != tt.want {
 				t.Errorf("got %q; want %q", got, tt.want)
 			}
@@ -62,18 +66,20 @@ func TestNormaliseArgs(t *testing.T) {
 	}
 }
 
-// parse runs the command-line half of realMain.
+// parse runs the command-line half of realMain: the proxy's options,
+// checked.
 func parse(t *testing.T, args ...string) (*config, error) {
 	t.Helper()
 	var c cli
-	p, err := newParser(&c, &bytes.Buffer{}, &bytes.Buffer{})
+	var exit cmdline.Exit
+	p, err := newParser(&c, &bytes.Buffer{}, &bytes.Buffer{}, exit.Option())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Parse(normaliseArgs(args, flagTakesValue(p))); err != nil {
+	if _, err := p.Parse(normaliseArgs(args, originalSpellings(p), flagTakesValue(p))); err != nil {
 		return nil, err
 	}
-	return c.config()
+	return c.Serve.config()
 }
 
 // TestHyphenValues: a value that begins with "-" is taken as the value,
@@ -194,8 +200,8 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"-x", "ipprotd: unknown flag -x (see ipprotd --help)"},
-		{"--listn 80", `ipprotd: unknown flag --listn, did you mean "--listen"?`},
-		{"--bogus", "ipprotd: unknown flag --bogus"},
+		{"--listn 80", `ipprotd: unknown flag --listn, did you mean "--listen"? (see ipprotd --help)`},
+		{"--bogus", "ipprotd: unknown flag --bogus (see ipprotd --help)"},
 		{"-p", "ipprotd: -p/--listen: missing value"},
 		{"-f", "ipprotd: -f/--data-log: missing value"},
 		{"-f p -uT", "ipprotd: -uT/--post-cmd-times: missing value"},
@@ -215,7 +221,10 @@ func TestUsageErrors(t *testing.T) {
 		{"-r 10.0.0.300", `ipprotd: -r/--allow: "10.0.0.300" is not an IP address or CIDR prefix`},
 		{"-r 10.1.0.0/8", `ipprotd: -r/--allow: "10.1.0.0/8" has bits set beyond /8 (did you mean 10.0.0.0/8?)`},
 		{"-b 0", "ipprotd: -b/--buffer-size: 0 is outside 1-67108864"},
-		{"-b x", `ipprotd: -b/--buffer-size: expected a valid 64 bit int but got "x"`},
+		{"-b x", `ipprotd: -b/--buffer-size: "x" is not a whole number`},
+		{"-f p -t abc", `ipprotd: -t/--stamp-interval: "abc" is not a whole number`},
+		{"--idle-timeout soon", `ipprotd: --idle-timeout: "soon" is not a duration (such as 500ms, 10s, 5m or 1h)`},
+		{"-h", "ipprotd: -h/--out-host: missing value (-h is the destination host, as in the original; help is -? or --help)"},
 		{"-f p -t 0", "ipprotd: -t: 0 is not a number of seconds (1 or more)"},
 		{"-l -L -f p", "ipprotd: -l and -L cannot be used together"},
 		{"-z -j -f p", "ipprotd: -z and -j cannot be used together"},
@@ -237,11 +246,11 @@ func TestUsageErrors(t *testing.T) {
 		{"-c " + dir + "/log -C %q", `ipprotd: -C/--conn-log-format: unknown expression "%q" at byte 0`},
 		{"-c " + notDir + "/log", "ipprotd: -c/--conn-log: " + notDir + " is not a directory"},
 		{"-f p -u /nonexistent/send", `ipprotd: -u/--post-cmd: "/nonexistent/send": no such file`},
-		{"--on-record-error maybe", `ipprotd: --on-record-error must be one of "stop","continue" but got "maybe"`},
-		{"--log-format xml", `ipprotd: --log-format must be one of "text","json" but got "xml"`},
+		{"--on-record-error maybe", `ipprotd: --on-record-error: "maybe" is not one of stop, continue`},
+		{"--log-format xml", `ipprotd: --log-format: "xml" is not one of text, json`},
 		{"--connect-timeout 0s", "ipprotd: --connect-timeout: 0s must be positive"},
 		{"--post-jobs 0", "ipprotd: --post-jobs: 0 must be 1 or more"},
-		{"extra", `ipprotd: unexpected argument extra`},
+		{"extra", `ipprotd: unexpected argument extra (see ipprotd --help)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.args, func(t *testing.T) {
@@ -302,21 +311,6 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-func TestOptionNames(t *testing.T) {
-	for in, want := range map[string]string{
-		"--listen: port 0 is outside 1-65535":               "-p/--listen: port 0 is outside 1-65535",
-		"--out: bad":                                        "-P/--out: bad",
-		"--out-host: bad":                                   "-h/--out-host: bad",
-		"missing flags: --listen=PORT":                      "missing flags: -p/--listen=PORT",
-		"--post-cmd-times: expected string value":           "-uT/--post-cmd-times: expected string value",
-		"--log-format must be one of \"text\",\"json\" but": "--log-format must be one of \"text\",\"json\" but",
-	} {
-		if got := optionNames(in); got != want {
-			t.Errorf("optionNames(%q) = %q; want %q", in, got, want)
-		}
-	}
-}
-
 func mustAddr(t *testing.T, s string) netip.Addr {
 	t.Helper()
 	p, err := proxy.ParseAllow(s)
@@ -343,5 +337,32 @@ func TestPathOptions(t *testing.T) {
 		if code := realMain(args, &bytes.Buffer{}, &stderr); code != 2 || !strings.Contains(stderr.String(), "empty") {
 			t.Errorf("%q: exit %d, %q; want 2 and a line saying the value is empty", args, code, stderr.String())
 		}
+	}
+}
+
+// TestCatHelp: cat --help lists cat's options and the connection log, not
+// the proxy's; ipprotd --help still lists the proxy's and names cat.
+func TestCatHelp(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := realMain([]string{"cat", "--help"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit status %d; want 0", code)
+	}
+	help := strings.Join(strings.Fields(out.String()), " ")
+	for _, want := range []string{"Usage: ipprotd cat [<FILE> ...]", "--hex", "--raw", "--dir=in|out", "--follow", "--since=TIME", "--until=TIME",
+		"--pcapng", "--force", "--client=IP:PORT", "--server=IP:PORT", "--sql", "--format=text|json", "--color=auto|always|never",
+		"-c, --conn-log=FILE The connection log", "-C, --conn-log-format=FORMAT"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("cat --help lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, unwanted := range []string{"--listen", "--gzip", "--daemon", "Append one line per connection"} {
+		if strings.Contains(help, unwanted) {
+			t.Errorf("cat --help shows the proxy's %q", unwanted)
+		}
+	}
+	out.Reset()
+	realMain([]string{"--help"}, &out, &errOut)
+	if !strings.Contains(out.String(), "cat <FILE> ...") || !strings.Contains(out.String(), "--listen") {
+		t.Errorf("ipprotd --help lacks cat or the proxy's options:\n%s", out.String())
 	}
 }

@@ -1,31 +1,22 @@
-// Package connlog writes the connection log: one line per connection, in the
-// format given with -C, appended to the file given with -c.
+// Package connlog is the connection-log format of -C, both ways: a format is
+// compiled once, at start, and then renders the facts of each ended
+// connection into one line (Append) and reads such a line back (Parse,
+// Find), for `ipprotd cat`. A bad format is an error before the daemon
+// listens. The file the lines go to is a logfile.File.
 //
-// A format goes in once, at start, and is compiled into a list of appenders
-// (literal text and fields); a bad format is an error before the daemon
-// listens. Each ended connection's *proxy.Facts then goes in and one entry
-// comes out, rendered into a caller's buffer without allocating, and is
-// appended to the log with a single write(2):
-//
-//	format, err := connlog.Compile(connlog.DefaultFormat)
-//	if err != nil { ... }          // a usage error: name -C
-//	log, err := connlog.Open("/var/log/conn_rec/connections")
-//	if err != nil { ... }
-//	defer log.Close()
-//
-//	buf = format.Append(buf[:0], facts)
-//	if err := log.Write(buf); err != nil { ... }
-//
-//	// On SIGHUP, after logrotate moved the file:
-//	if err := log.Reopen(); err != nil { ... } // the old file stays in use
+//	format, err := connlog.Compile(connlog.DefaultFormat) // a usage error: name -C
+//	buf = format.Append(buf[:0], facts)                   // one line, no allocation
+//	entry, ok := format.Parse(line)                       // the facts the line holds
 package connlog
 
 import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -43,6 +34,70 @@ const DefaultFormat = "%s %e %S %i %p %o %O %r %w %x %f%n"
 // no Close.
 type Format struct {
 	appenders []appender
+
+	// For Parse: the line's pattern with one group per expression, and the
+	// expression of each group. re is nil where lines cannot be read back
+	// (readErr says why).
+	re      *regexp.Regexp
+	groups  []*expression
+	readErr error
+}
+
+// expression is one %-expression that stands for a fact: how it is
+// rendered, what the rendering looks like, and how it is read back.
+type expression struct {
+	letter byte
+	render func(dst []byte, f *proxy.Facts) []byte
+	// pattern matches what render writes, escaped ("-" included where
+	// render writes it for a missing value).
+	pattern string
+	// read sets the fact in e from v, the unescaped value; a "-" of a
+	// missing value never reaches it.
+	read func(e *Entry, v string)
+}
+
+const (
+	timePattern = `-|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d\d:\d\d`
+	portPattern = `-|\d+`
+)
+
+// expressions are the facts SPEC §4 names, by the letter after %.
+var expressions = map[byte]*expression{}
+
+func init() {
+	for _, x := range []*expression{
+		{'s', func(dst []byte, f *proxy.Facts) []byte { return appendTime(dst, f.Start) }, timePattern,
+			func(e *Entry, v string) { e.Start, _ = time.Parse(datafile.ISOLayout, v) }},
+		{'e', func(dst []byte, f *proxy.Facts) []byte { return appendTime(dst, f.End) }, timePattern,
+			func(e *Entry, v string) { e.End, _ = time.Parse(datafile.ISOLayout, v) }},
+		{'S', appendDuration, `\d+`, func(*Entry, string) {}},
+		{'i', func(dst []byte, f *proxy.Facts) []byte { return appendIP(dst, f.Client) }, `\S+`,
+			func(e *Entry, v string) { e.Client = withAddr(e.Client, v) }},
+		{'p', func(dst []byte, f *proxy.Facts) []byte { return appendPort(dst, f.Client) }, portPattern,
+			func(e *Entry, v string) { e.Client = withPort(e.Client, v) }},
+		{'o', func(dst []byte, f *proxy.Facts) []byte { return appendIP(dst, f.Dest) }, `\S+`,
+			func(e *Entry, v string) { e.Dest = withAddr(e.Dest, v) }},
+		{'O', func(dst []byte, f *proxy.Facts) []byte { return appendPort(dst, f.Dest) }, portPattern,
+			func(e *Entry, v string) { e.Dest = withPort(e.Dest, v) }},
+		{'r', func(dst []byte, f *proxy.Facts) []byte { return strconv.AppendInt(dst, f.BytesIn, 10) }, `\d+`,
+			func(e *Entry, v string) { e.BytesIn, _ = strconv.ParseInt(v, 10, 64) }},
+		{'w', func(dst []byte, f *proxy.Facts) []byte { return strconv.AppendInt(dst, f.BytesOut, 10) }, `\d+`,
+			func(e *Entry, v string) { e.BytesOut, _ = strconv.ParseInt(v, 10, 64) }},
+		{'f', appendFile, `.*?`, func(e *Entry, v string) { e.File = v }},
+		{'N', func(dst []byte, f *proxy.Facts) []byte { return strconv.AppendUint(dst, f.N, 10) }, `\d+`,
+			func(e *Entry, v string) { e.N, _ = strconv.ParseUint(v, 10, 64) }},
+		{'x', func(dst []byte, f *proxy.Facts) []byte { return append(dst, f.Outcome.String()...) }, `\S+`,
+			func(e *Entry, v string) { e.Outcome = v }},
+	} {
+		expressions[x.letter] = x
+	}
+}
+
+// literals maps the letter after % to the text it stands for.
+var literals = map[byte]string{
+	'%': "%",
+	'n': "\n",
+	't': "\t",
 }
 
 // appender renders one piece of an entry: literal text or one field.
@@ -58,36 +113,11 @@ func (v verbatim) appendTo(dst []byte, _ *proxy.Facts) []byte {
 	return append(dst, v...)
 }
 
-// field renders one fact of the connection. Its output is escaped so that no
-// value can break the one-entry-per-line layout.
-type field func(dst []byte, facts *proxy.Facts) []byte
-
-func (fn field) appendTo(dst []byte, facts *proxy.Facts) []byte {
+// appendTo renders the fact, escaped so that no value can break the
+// one-entry-per-line layout.
+func (x *expression) appendTo(dst []byte, facts *proxy.Facts) []byte {
 	start := len(dst)
-	return escapeFrom(fn(dst, facts), start)
-}
-
-// fields maps the letter after % to the fact it renders.
-var fields = map[byte]field{
-	's': func(dst []byte, f *proxy.Facts) []byte { return appendTime(dst, f.Start) },
-	'e': func(dst []byte, f *proxy.Facts) []byte { return appendTime(dst, f.End) },
-	'S': appendDuration,
-	'i': func(dst []byte, f *proxy.Facts) []byte { return appendIP(dst, f.Client) },
-	'p': func(dst []byte, f *proxy.Facts) []byte { return appendPort(dst, f.Client) },
-	'o': func(dst []byte, f *proxy.Facts) []byte { return appendIP(dst, f.Dest) },
-	'O': func(dst []byte, f *proxy.Facts) []byte { return appendPort(dst, f.Dest) },
-	'r': func(dst []byte, f *proxy.Facts) []byte { return strconv.AppendInt(dst, f.BytesIn, 10) },
-	'w': func(dst []byte, f *proxy.Facts) []byte { return strconv.AppendInt(dst, f.BytesOut, 10) },
-	'f': appendFile,
-	'N': func(dst []byte, f *proxy.Facts) []byte { return strconv.AppendUint(dst, f.N, 10) },
-	'x': func(dst []byte, f *proxy.Facts) []byte { return append(dst, f.Outcome.String()...) },
-}
-
-// literals maps the letter after % to the text it stands for.
-var literals = map[byte]string{
-	'%': "%",
-	'n': "\n",
-	't': "\t",
+	return escapeFrom(x.render(dst, facts), start)
 }
 
 // Compile parses format once into a Format. Any character other than an
@@ -101,13 +131,16 @@ func Compile(format string) (*Format, error) {
 		return nil, errors.New("empty format")
 	}
 	var (
-		appenders []appender
-		text      []byte // literal text not yet flushed into a verbatim
+		f    Format
+		text []byte // literal text not yet flushed into a verbatim
+		re   strings.Builder
 	)
+	re.WriteString(`^`)
 	for i := 0; i < len(format); i++ {
 		c := format[i]
 		if c != '%' {
 			text = append(text, c)
+			re.WriteString(regexp.QuoteMeta(string(c)))
 			continue
 		}
 		if i+1 == len(format) {
@@ -117,24 +150,37 @@ func Compile(format string) (*Format, error) {
 		if lit, ok := literals[letter]; ok {
 			text = append(text, lit...)
 			i++
+			switch {
+			case letter == 'n' && i == len(format)-1: // the line's own end
+			case letter == 'n':
+				f.readErr = fmt.Errorf("connection log format %q: entries of more than one line (%%n before its end) cannot be read", format)
+			default:
+				re.WriteString(regexp.QuoteMeta(lit))
+			}
 			continue
 		}
-		fn, ok := fields[letter]
+		x, ok := expressions[letter]
 		if !ok {
 			_, size := utf8.DecodeRuneInString(format[i+1:])
 			return nil, fmt.Errorf("unknown expression %q at byte %d", format[i:i+1+size], i)
 		}
 		if len(text) > 0 {
-			appenders = append(appenders, verbatim(text))
+			f.appenders = append(f.appenders, verbatim(text))
 			text = text[:0]
 		}
-		appenders = append(appenders, fn)
+		f.appenders = append(f.appenders, x)
+		f.groups = append(f.groups, x)
+		re.WriteString(`(` + x.pattern + `)`)
 		i++
 	}
 	if len(text) > 0 {
-		appenders = append(appenders, verbatim(text))
+		f.appenders = append(f.appenders, verbatim(text))
 	}
-	return &Format{appenders: appenders}, nil
+	re.WriteString(`$`)
+	if f.readErr == nil {
+		f.re = regexp.MustCompile(re.String())
+	}
+	return &f, nil
 }
 
 // Append renders the entry of one connection and appends it to dst, which it

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipprot/ipprot/logfile"
 	"github.com/ipprot/ipprot/proxy"
 )
 
@@ -413,4 +414,56 @@ func BenchmarkAppend(b *testing.B) {
 		buf = f.Append(buf[:0], facts)
 	}
 	b.SetBytes(int64(len(buf)))
+}
+
+// BenchmarkAppendWrite renders the default format and appends it to a log
+// file, as the proxy does at the end of each connection.
+func BenchmarkAppendWrite(b *testing.B) {
+	f, err := Compile(DefaultFormat)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := logfile.Open(filepath.Join(b.TempDir(), "conn.log"), "connection log")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	facts := &factsCases()[0].facts
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = f.Append(buf[:0], facts)
+		if _, err := l.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(buf)))
+}
+
+// BenchmarkAppendWriteParallel is BenchmarkAppendWrite from GOMAXPROCS
+// goroutines sharing one Log.
+func BenchmarkAppendWriteParallel(b *testing.B) {
+	f, err := Compile(DefaultFormat)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := logfile.Open(filepath.Join(b.TempDir(), "conn.log"), "connection log")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	facts := &factsCases()[0].facts
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) { appendWriteLoop(pb, f, l, facts, b) })
+}
+
+func appendWriteLoop(pb *testing.PB, f *Format, l *logfile.File, facts *proxy.Facts, b *testing.B) {
+	buf := make([]byte, 0, 512)
+	for pb.Next() {
+		buf = f.Append(buf[:0], facts)
+		if _, err := l.Write(buf); err != nil {
+			b.Error(err)
+			return
+		}
+	}
 }

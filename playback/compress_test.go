@@ -127,7 +127,7 @@ func recordFlushes(t *testing.T, c datafile.Compression, blocks []tblock, group 
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := o.Open(recorder.Session{N: 1, Start: time.Now()})
+	r, err := o.Open(recorder.Conn{N: 1, Start: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,7 @@ func TestFollow(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := o.Open(recorder.Session{N: 1, Start: time.Now()})
+			r, err := o.Open(recorder.Conn{N: 1, Start: time.Now()})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -44,7 +44,7 @@ func record(t testing.TB, cfg recorder.Config, blocks []tblock) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := o.Open(recorder.Session{N: 7, Start: time.Date(2013, 12, 4, 16, 18, 42, 0, zone), Client: netip.MustParseAddr("10.1.2.33")})
+	r, err := o.Open(recorder.Conn{N: 7, Start: time.Date(2013, 12, 4, 16, 18, 42, 0, zone), Client: netip.MustParseAddr("10.1.2.33")})
 	if err != nil {
 		t.Fatal(err)
 	}

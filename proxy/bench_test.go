@@ -39,7 +39,7 @@ func BenchmarkThroughput(b *testing.B) {
 				}
 				cfg := Config{OutHost: "127.0.0.1", OutPort: up.Addr().(*net.TCPAddr).AddrPort().Port(), Logger: slog.New(slog.DiscardHandler)}
 				if mode == "recorded" {
-					cfg.OpenRecorder = func(Session) (Recorder, string, error) { return discardRecorder{}, "", nil }
+					cfg.OpenRecorder = func(*Facts, func(error)) (Recorder, string, error) { return discardRecorder{}, "", nil }
 				}
 				srv := New(cfg)
 				go srv.Serve(ln)

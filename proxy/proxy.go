@@ -33,7 +33,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -55,18 +54,6 @@ type Recorder interface {
 	Record(dir datafile.Direction, p []byte) error
 	Wants(dir datafile.Direction) bool
 	Close() error
-}
-
-// Session is what Config.OpenRecorder is told about a connection whose
-// destination has just been dialed.
-type Session struct {
-	N      uint64         // the connection's number in this process, from 1
-	Start  time.Time      // when it was accepted
-	Client netip.AddrPort // the establisher
-	// Fail ends the session with outcome RecordError, for recording errors
-	// found outside Record, such as a timed flush. It may be called from any
-	// goroutine, any number of times, also after the session ended.
-	Fail func(error)
 }
 
 // Config configures a Server. The zero value of each field is documented;
@@ -93,10 +80,14 @@ type Config struct {
 	// beyond it is closed at once with outcome Rejected. If zero, no limit.
 	MaxConns int
 
-	// OpenRecorder opens the recording of a session once its destination
-	// has been dialed and returns it with the data file's path. If nil,
-	// nothing is recorded.
-	OpenRecorder func(Session) (rec Recorder, path string, err error)
+	// OpenRecorder opens the recording of a connection once its
+	// destination has been dialed and returns it with the data file's path.
+	// It is told the facts known so far (N, Start, Client, Dest), which it
+	// must not keep, and fail: a function that ends the connection with
+	// outcome RecordError, for recording errors found outside Record (a
+	// timed flush); fail may be called from any goroutine, any number of
+	// times, also after the connection ended. If nil, nothing is recorded.
+	OpenRecorder func(f *Facts, fail func(error)) (rec Recorder, path string, err error)
 
 	// ContinueOnRecordError keeps a session forwarding, unrecorded, after
 	// its recorder failed. If false, a recorder error ends the session

@@ -404,11 +404,11 @@ func (b *blockLog) Close() error {
 
 func TestRecordsEveryBlockBeforeForwarding(t *testing.T) {
 	rec := &blockLog{}
-	var session Session
+	var session Facts
 	h := newHarness(t, "tcp4", Config{
 		BufferSize: 1000,
-		OpenRecorder: func(s Session) (Recorder, string, error) {
-			session = s
+		OpenRecorder: func(f *Facts, _ func(error)) (Recorder, string, error) {
+			session = *f
 			return rec, "/data/file", nil
 		},
 	})
@@ -451,7 +451,7 @@ func TestUnwantedDirectionIsNotRecorded(t *testing.T) {
 	rec := &onlyIn{}
 	h := newHarness(t, "tcp4", Config{
 		BufferSize:   4096,
-		OpenRecorder: func(Session) (Recorder, string, error) { return rec, "f", nil },
+		OpenRecorder: func(*Facts, func(error)) (Recorder, string, error) { return rec, "f", nil },
 	})
 	client := h.dial()
 	server := h.accept()
@@ -502,7 +502,7 @@ func TestIdleConnectionsPark(t *testing.T) {
 		t.Run(fmt.Sprintf("recorded=%v", recorded), func(t *testing.T) {
 			cfg := Config{}
 			if recorded {
-				cfg.OpenRecorder = func(Session) (Recorder, string, error) { return &blockLog{}, "f", nil }
+				cfg.OpenRecorder = func(*Facts, func(error)) (Recorder, string, error) { return &blockLog{}, "f", nil }
 			}
 			h := newHarness(t, "tcp4", cfg)
 			const n = 30
@@ -575,7 +575,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestParkedSessionsAbort(t *testing.T) {
 	rec := &blockLog{}
 	h := newHarness(t, "tcp4", Config{
-		OpenRecorder: func(Session) (Recorder, string, error) { return rec, "f", nil },
+		OpenRecorder: func(*Facts, func(error)) (Recorder, string, error) { return rec, "f", nil },
 	})
 	client := h.dial()
 	h.accept()
@@ -599,7 +599,7 @@ func TestParkedSessionsAbort(t *testing.T) {
 func TestRecordErrorEndsSession(t *testing.T) {
 	rec := &blockLog{failAt: 2}
 	h := newHarness(t, "tcp4", Config{
-		OpenRecorder: func(Session) (Recorder, string, error) { return rec, "f", nil },
+		OpenRecorder: func(*Facts, func(error)) (Recorder, string, error) { return rec, "f", nil },
 	})
 	client := h.dial()
 	server := h.accept()
@@ -629,7 +629,7 @@ func TestRecordErrorContinue(t *testing.T) {
 	rec := &blockLog{failAt: 2}
 	h := newHarness(t, "tcp4", Config{
 		ContinueOnRecordError: true,
-		OpenRecorder:          func(Session) (Recorder, string, error) { return rec, "f", nil },
+		OpenRecorder:          func(*Facts, func(error)) (Recorder, string, error) { return rec, "f", nil },
 	})
 	client := h.dial()
 	server := h.accept()
@@ -653,7 +653,7 @@ func TestRecordErrorContinue(t *testing.T) {
 
 func TestRecordOpenError(t *testing.T) {
 	h := newHarness(t, "tcp4", Config{
-		OpenRecorder: func(Session) (Recorder, string, error) { return nil, "", errDiskFull },
+		OpenRecorder: func(*Facts, func(error)) (Recorder, string, error) { return nil, "", errDiskFull },
 	})
 	h.expectReset()
 	io.ReadAll(h.accept())
@@ -668,8 +668,8 @@ func TestRecorderFail(t *testing.T) {
 	var fail func(error)
 	opened := make(chan struct{})
 	h := newHarness(t, "tcp4", Config{
-		OpenRecorder: func(s Session) (Recorder, string, error) {
-			fail = s.Fail
+		OpenRecorder: func(_ *Facts, failRec func(error)) (Recorder, string, error) {
+			fail = failRec
 			close(opened)
 			return &blockLog{}, "f", nil
 		},
@@ -756,7 +756,7 @@ func TestShutdownLetsSessionsFinish(t *testing.T) {
 func TestShutdownAbortsAtDeadline(t *testing.T) {
 	rec := &blockLog{}
 	h := newHarness(t, "tcp4", Config{
-		OpenRecorder: func(Session) (Recorder, string, error) { return rec, "f", nil },
+		OpenRecorder: func(*Facts, func(error)) (Recorder, string, error) { return rec, "f", nil },
 	})
 	client := h.dial()
 	server := h.accept()

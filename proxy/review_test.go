@@ -51,7 +51,7 @@ func (r *timedRec) Close() error                  { r.timerRun.Wait(); return ni
 // goroutine that reported the failure.
 func TestFailFromFlushTimerWhileParked(t *testing.T) {
 	h := newHarness(t, "tcp4", Config{
-		OpenRecorder: func(s Session) (Recorder, string, error) { return &timedRec{fail: s.Fail}, "f", nil },
+		OpenRecorder: func(_ *Facts, fail func(error)) (Recorder, string, error) { return &timedRec{fail: fail}, "f", nil },
 	})
 	client := h.dial()
 	server := h.accept()
@@ -92,7 +92,7 @@ func (c *closeFails) Close() error { c.blockLog.Close(); return errDiskFull }
 // recording then fails to complete is a record-error, not aborted.
 func TestIncompleteRecordingAfterReset(t *testing.T) {
 	h := newHarness(t, "tcp4", Config{
-		OpenRecorder: func(Session) (Recorder, string, error) { return &closeFails{}, "f", nil },
+		OpenRecorder: func(*Facts, func(error)) (Recorder, string, error) { return &closeFails{}, "f", nil },
 	})
 	client := h.dial()
 	server := h.accept()
@@ -114,7 +114,7 @@ func TestIdleTimeoutCountsSlowWrites(t *testing.T) {
 		t.Run(fmt.Sprintf("recorded=%v", recorded), func(t *testing.T) {
 			cfg := Config{IdleTimeout: 100 * time.Millisecond}
 			if recorded {
-				cfg.OpenRecorder = func(Session) (Recorder, string, error) { return discardRecorder{}, "f", nil }
+				cfg.OpenRecorder = func(*Facts, func(error)) (Recorder, string, error) { return discardRecorder{}, "f", nil }
 			}
 			h := newHarness(t, "tcp4", cfg)
 			client := h.dial()

@@ -219,12 +219,7 @@ func (ss *session) openRecorder() error {
 	if s.cfg.OpenRecorder == nil {
 		return nil
 	}
-	rec, path, err := s.cfg.OpenRecorder(Session{
-		N:      ss.facts.N,
-		Start:  ss.facts.Start,
-		Client: ss.facts.Client,
-		Fail:   ss.recordFailed,
-	})
+	rec, path, err := s.cfg.OpenRecorder(&ss.facts, ss.recordFailed)
 	ss.facts.File = path
 	if err != nil {
 		if !s.cfg.ContinueOnRecordError {
@@ -268,7 +263,8 @@ func (ss *session) record(dir datafile.Direction, p []byte) error {
 	return &RecordingError{Err: err}
 }
 
-// recordFailed is Session.Fail: a recording error found outside Record.
+// recordFailed is OpenRecorder's fail: a recording error found outside
+// Record.
 func (ss *session) recordFailed(err error) {
 	if ss.srv.cfg.ContinueOnRecordError {
 		ss.noteRecordError(err)

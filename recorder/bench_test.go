@@ -57,7 +57,7 @@ func BenchmarkRecord(b *testing.B) {
 						}
 						os.Remove(r.Path())
 					}
-					if r, err = o.Open(Session{N: 1, Start: t0}); err != nil {
+					if r, err = o.Open(Conn{N: 1, Start: t0}); err != nil {
 						b.Fatal(err)
 					}
 					written = 0

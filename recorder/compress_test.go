@@ -133,7 +133,7 @@ func TestIdleFlush(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := o.Open(Session{N: 1, Start: t0})
+			r, err := o.Open(Conn{N: 1, Start: t0})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,7 +185,7 @@ func TestSegments(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := o.Open(Session{N: 1, Start: t0})
+			r, err := o.Open(Conn{N: 1, Start: t0})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -228,7 +228,7 @@ func TestTimedFlush(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := o.Open(Session{N: 1, Start: t0})
+			r, err := o.Open(Conn{N: 1, Start: t0})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -291,7 +291,7 @@ func FuzzRoundTrip(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := o.Open(Session{N: 1, Start: t0})
+		r, err := o.Open(Conn{N: 1, Start: t0})
 		if err != nil {
 			t.Fatal(err)
 		}

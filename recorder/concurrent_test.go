@@ -47,7 +47,7 @@ func testConcurrent(t *testing.T) {
 	ss := make([]*session, sessions)
 	for i := range ss {
 		o := openers[i%len(openers)]
-		r, err := o.Open(Session{N: uint64(i + 1), Start: t0, Client: netip.MustParseAddr("2001:db8::1")})
+		r, err := o.Open(Conn{N: uint64(i + 1), Start: t0, Client: netip.MustParseAddr("2001:db8::1")})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -56,7 +56,7 @@ func TestDiskFull(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := o.Open(Session{N: 1, Start: t0})
+			r, err := o.Open(Conn{N: 1, Start: t0})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -92,7 +92,7 @@ func TestDiskFull(t *testing.T) {
 
 // TestDiskFullTimedFlush fills the disk, then records a small block that a
 // compressed recorder keeps pending: the timed flush fails, reports it
-// through Session.Fail once, and later Records return it.
+// through Conn.Fail once, and later Records return it.
 func TestDiskFullTimedFlush(t *testing.T) {
 	for _, cc := range compressions[1:] {
 		t.Run(cc.name, func(t *testing.T) {
@@ -113,7 +113,7 @@ func TestDiskFullTimedFlush(t *testing.T) {
 				t.Fatal(err)
 			}
 			failed := make(chan error, 10)
-			r, err := o.Open(Session{N: 1, Start: t0, Fail: func(err error) { failed <- err }})
+			r, err := o.Open(Conn{N: 1, Start: t0, Fail: func(err error) { failed <- err }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -149,7 +149,7 @@ func TestReadOnly(t *testing.T) {
 	if err := unix.Mount("", disk, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 		t.Fatalf("remount read-only: %v", err)
 	}
-	r, err := o.Open(Session{N: 1, Start: t0})
+	r, err := o.Open(Conn{N: 1, Start: t0})
 	if err == nil {
 		r.Close()
 		t.Fatal("Open on a read-only folder succeeded")

@@ -84,7 +84,7 @@ func helperRecord(comp, dir string) error {
 	if err != nil {
 		return err
 	}
-	r, err := o.Open(Session{N: 1, Start: time.Now()})
+	r, err := o.Open(Conn{N: 1, Start: time.Now()})
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func helperMemory(comp, rounds string) error {
 	corpus := textCorpus(4 << 20)
 	recs := make([]*Recorder, sessions)
 	for i := range recs {
-		if recs[i], err = o.Open(Session{N: uint64(i + 1), Start: time.Now(), Client: netip.MustParseAddr("192.0.2.1")}); err != nil {
+		if recs[i], err = o.Open(Conn{N: uint64(i + 1), Start: time.Now(), Client: netip.MustParseAddr("192.0.2.1")}); err != nil {
 			return err
 		}
 	}

@@ -94,7 +94,7 @@ func openOne(t testing.TB, cfg Config, client string) *Recorder {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	r, err := o.Open(Session{N: 1, Start: t0, Client: netip.MustParseAddr(client)})
+	r, err := o.Open(Conn{N: 1, Start: t0, Client: netip.MustParseAddr(client)})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

@@ -42,7 +42,7 @@ func TestPlantedNames(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := o.Open(Session{N: 5, Start: t0, Client: client})
+			r, err := o.Open(Conn{N: 5, Start: t0, Client: client})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,7 +115,7 @@ func TestNamesExhausted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r, err := o.Open(Session{N: 1, Start: t0})
+	r, err := o.Open(Conn{N: 1, Start: t0})
 	if err == nil {
 		r.Close()
 		t.Fatalf("Open succeeded with %s", r.Path())
@@ -145,7 +145,7 @@ func TestFolders(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(base, "a")); err != nil {
 		t.Fatal(err)
 	}
-	r, err := o.Open(Session{N: 1, Start: t0})
+	r, err := o.Open(Conn{N: 1, Start: t0})
 	if err != nil {
 		t.Fatalf("Open after the folder vanished: %v", err)
 	}
@@ -158,7 +158,7 @@ func TestFolders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err = o.Open(Session{N: 1, Start: t0})
+	r, err = o.Open(Conn{N: 1, Start: t0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestWants(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := o.Open(Session{N: 1, Start: t0})
+			r, err := o.Open(Conn{N: 1, Start: t0})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -255,7 +255,7 @@ func TestWriteThrough(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := o.Open(Session{N: 1, Start: t0})
+		r, err := o.Open(Conn{N: 1, Start: t0})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -305,7 +305,7 @@ func TestCloseAndAfter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := o.Open(Session{N: 1, Start: t0})
+			r, err := o.Open(Conn{N: 1, Start: t0})
 			if err != nil {
 				t.Fatal(err)
 			}

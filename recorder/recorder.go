@@ -6,7 +6,7 @@
 //
 //	o, err := recorder.New(recorder.Config{Prefix: "/var/log/conn_rec/prot", Record: [2]bool{datafile.Out: true}})
 //	...
-//	r, err := o.Open(recorder.Session{N: 1, Start: start, Client: ip})
+//	r, err := o.Open(recorder.Conn{N: 1, Start: start, Client: ip})
 //	err = r.Record(datafile.In, block) // for every block, before it is forwarded
 //	...
 //	err = r.Close() // once both directions have ended
@@ -83,8 +83,8 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Session is what Open is told about a connection.
-type Session struct {
+// Conn is what Open is told about the connection it records.
+type Conn struct {
 	N      uint64     // the connection's number in this process, from 1
 	Start  time.Time  // when it started, in the location its name uses
 	Client netip.Addr // the connection establisher's address
@@ -178,7 +178,7 @@ func checkFolder(dir string) error {
 // Open creates the data file of session s and returns its recorder, which
 // the caller must Close. A name already taken by anything (a file, a
 // symlink, dangling or not) is left alone and the next <n> is tried.
-func (o *Opener) Open(s Session) (*Recorder, error) {
+func (o *Opener) Open(s Conn) (*Recorder, error) {
 	f, path, err := o.create(s)
 	if err != nil {
 		return nil, err
@@ -220,7 +220,7 @@ func (o *Opener) Open(s Session) (*Recorder, error) {
 }
 
 // create makes the file with the first free name from s.N on.
-func (o *Opener) create(s Session) (*os.File, string, error) {
+func (o *Opener) create(s Conn) (*os.File, string, error) {
 	madeDir := false
 	for i := range uint64(maxNameTries) {
 		path := datafile.FileName(o.cfg.Prefix, s.Start, s.N+i, s.Client, o.cfg.Compression)
@@ -355,7 +355,7 @@ func (r *Recorder) arm() {
 }
 
 // timedFlush runs on the flush timer: it pushes everything recorded so far
-// through the compressor into the file. A failure is told to Session.Fail
+// through the compressor into the file. A failure is told to Conn.Fail
 // once the timer counts as done, so that Fail may close the recorder.
 func (r *Recorder) timedFlush() {
 	r.mu.Lock()

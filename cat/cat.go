@@ -1,4 +1,8 @@
-package main
+// Package cat is `ipprotd cat`: it reads recordings (package playback) and
+// writes them as text, as one direction's raw bytes, as a pcapng capture or
+// as the statements of a PostgreSQL session. Cmd is its kong grammar; main
+// runs it through kong. docs/reading.md shows each mode.
+package cat
 
 import (
 	"bufio"
@@ -10,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -19,14 +22,13 @@ import (
 
 	"github.com/ipprot/ipprot/connlog"
 	"github.com/ipprot/ipprot/datafile"
+	"github.com/ipprot/ipprot/internal/cmdline"
 	"github.com/ipprot/ipprot/playback"
 )
 
-// catCmd is `ipprotd cat`: it reads recordings (package playback) and
-// writes them as text, raw bytes, a pcapng capture or SQL statements.
-// docs/reading.md shows each mode.
-type catCmd struct {
-	Files []string `arg:"" name:"FILE" help:"Recordings: plain, .gz or .bz2, complete, growing or cut short."`
+// Cmd is `ipprotd cat`: its arguments and flags, and Run.
+type Cmd struct {
+	Files []string `arg:"" optional:"" name:"FILE" help:"Recordings: plain, .gz or .bz2, complete, growing or cut short."`
 
 	Hex    bool      `help:"Show data as a hex dump instead of escaped text."`
 	Raw    bool      `help:"Write only the data of one direction (--dir, default out), unchanged: a recording piped back into a client."`
@@ -41,19 +43,20 @@ type catCmd struct {
 	Client string `placeholder:"IP:PORT" help:"With --pcapng: the client's address (default: the IP in the file name, a made-up port)."`
 	Server string `placeholder:"IP:PORT" help:"With --pcapng: the destination's address (default: 127.0.0.1:1 or [::1]:1, placeholders)."`
 
+	ConnLog       string  `short:"c" placeholder:"FILE" help:"The connection log (-c of the daemon) to take the connection's addresses and ports from, for --pcapng."`
+	ConnLogFormat *string `short:"C" placeholder:"FORMAT" help:"The format of that log (-C); only one-line formats with %f can be read (default: \"${connlog_format}\")."`
+
 	SQL    bool   `name:"sql" help:"List the statements of a PostgreSQL session with their results; needs a recording made with -M -L."`
 	Format string `enum:"text,json" default:"text" placeholder:"text|json" help:"Format of --sql: a line of text or a JSON object per statement (default: ${default})."`
 
-	dir       datafile.Direction // --dir, or out
-	dirSet    bool
-	color     bool    // colour the text output
-	connLog   string  // the root's -c: the connection log to look files up in
-	logFormat *string // the root's -C
-	connFacts playback.ConnFacts
+	dir    datafile.Direction // --dir, or out
+	dirSet bool
+	color  bool            // colour the text output
+	logFmt *connlog.Format // -C compiled, where -c is given
 }
 
 // Help is the text of ipprotd cat --help below its usage line.
-func (c *catCmd) Help() string {
+func (c *Cmd) Help() string {
 	return `Shows ipprotd's data files (-f): each block with its time, direction and size, its data as escaped text or a hex dump; or one direction's bytes (--raw), a capture for Wireshark (--pcapng), the statements of a PostgreSQL session (--sql). See docs/reading.md.
 
 Exit status: 0, also for a recording cut short (still being written, or the daemon was killed: a note on stderr says where it ends); 1 when a recording cannot be read (damaged: what came before is shown) or --sql cannot decode it; 2 on bad usage, or when --pcapng cannot be used on a recording.`
@@ -74,83 +77,39 @@ var timeLayouts = []string{
 	"2006-01-02",
 }
 
-func (t *timeValue) UnmarshalText(b []byte) error {
-	for _, layout := range timeLayouts {
-		if v, err := time.ParseInLocation(layout, string(b), time.Local); err == nil {
-			t.Time = v
-			return nil
+// Decode reads the option's value as a time.
+func (t *timeValue) Decode(ctx *kong.DecodeContext) error {
+	return cmdline.Value(ctx, func(s string) error {
+		for _, layout := range timeLayouts {
+			if v, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+				t.Time = v
+				return nil
+			}
 		}
-	}
-	return fmt.Errorf("%q is not a time: use RFC 3339 (2006-01-02T15:04:05+01:00) or yyyy-mm-dd HH:MM:SS", b)
+		return fmt.Errorf("%q is not a time: use RFC 3339 (2006-01-02T15:04:05+01:00) or yyyy-mm-dd HH:MM:SS", s)
+	})
 }
 
-// catFlagsOfRoot are the root's flags cat uses too: help, and the
-// connection log to look a recording's facts up in (-c, and -C for its
-// format).
-var catFlagsOfRoot = map[string]string{
-	"help":            "",
-	"conn-log":        "With --pcapng: the connection log (-c) to take the client's and destination's addresses and ports from.",
-	"conn-log-format": "The format of that log (-C); only one-line formats with %f can be read (default: \"${connlog_format}\").",
-}
-
-// BeforeReset runs when cat is on the command line. kong would list the
-// proxy's options under cat --help and accept them after cat: hide them,
-// refuse them, and reword the two cat uses.
-func (c *catCmd) BeforeReset(ctx *kong.Context) error {
-	for _, p := range ctx.Path {
-		if p.Flag == nil || p.Flag.Group == nil || p.Flag.Name == "version" {
-			continue // cat's own flags have no group
-		}
-		if _, ok := catFlagsOfRoot[p.Flag.Name]; !ok {
-			return fmt.Errorf("cat: --%s is an option of the proxy, not of cat (see ipprotd cat --help)", p.Flag.Name)
-		}
-	}
-	for _, f := range ctx.Model.Flags {
-		help, ok := catFlagsOfRoot[f.Name]
-		switch {
-		case !ok:
-			f.Hidden = true
-		case help != "":
-			f.Help = strings.ReplaceAll(help, "${connlog_format}", connlog.DefaultFormat)
-		}
-	}
-	return nil
-}
-
-// run runs cat with the root's -c and -C and returns the exit status: 0,
-// also for a recording cut short (a note on stderr says where it ends), 1
-// when a recording cannot be read (everything before the damage is
-// written) or --sql cannot decode it, 2 on bad usage or when --pcapng
-// cannot be used on a recording. With --follow, SIGINT and SIGTERM end it
-// with status 0; otherwise they keep their default effect.
-func (c *catCmd) run(connLog string, logFormat *string, stdout, stderr io.Writer) int {
-	c.connLog, c.logFormat = connLog, logFormat
+// Run runs cat. Its error carries the exit status: 0, also for a recording
+// cut short (a note on stderr says where it ends), 1 when a recording
+// cannot be read (everything before the damage is written) or --sql cannot
+// decode it, 2 on bad usage or when --pcapng cannot be used on a recording.
+// Each file's problem is reported on stderr as it is met; the error itself
+// then says nothing more. With --follow, SIGINT and SIGTERM end it with
+// status 0; otherwise they keep their default effect.
+func (c *Cmd) Run(kctx *kong.Context) error {
 	ctx := context.Background()
 	if c.Follow {
 		var stop context.CancelFunc
 		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 	}
-	return c.runContext(ctx, stdout, stderr)
+	return c.run(ctx, kctx.Stdout, kctx.Stderr)
 }
 
-// catError is a failure of cat with its exit status.
-type catError struct {
-	code int
-	err  error
-}
-
-func (e *catError) Error() string { return e.err.Error() }
-func (e *catError) Unwrap() error { return e.err }
-
-func usageErr(format string, args ...any) error {
-	return &catError{code: 2, err: fmt.Errorf(format, args...)}
-}
-
-func (c *catCmd) runContext(ctx context.Context, stdout, stderr io.Writer) int {
+func (c *Cmd) run(ctx context.Context, stdout, stderr io.Writer) error {
 	if err := c.check(stdout); err != nil {
-		fmt.Fprintf(stderr, "ipprotd: cat: %v\n", err)
-		return 2
+		return cmdline.Usagef("cat: %v (see ipprotd cat --help)", err)
 	}
 	out := bufio.NewWriterSize(stdout, 64<<10)
 	code := 0
@@ -165,23 +124,21 @@ func (c *catCmd) runContext(ctx context.Context, stdout, stderr io.Writer) int {
 		if err == nil {
 			continue
 		}
-		status := 1
-		var ce *catError
-		if errors.As(err, &ce) {
-			status = ce.code
-		}
 		var pe *fs.PathError
 		if errors.As(err, &pe) && pe.Path == file {
 			err = fmt.Errorf("%s: %w", pe.Op, pe.Err) // the line names the file already
 		}
 		fmt.Fprintf(stderr, "ipprotd: %s: %v\n", file, err)
-		code = max(code, status)
+		code = max(code, cmdline.Status(err))
 	}
-	return code
+	if code != 0 {
+		return cmdline.Reported(code)
+	}
+	return nil
 }
 
 // check checks the flags against each other.
-func (c *catCmd) check(stdout io.Writer) error {
+func (c *Cmd) check(stdout io.Writer) error {
 	modes := 0
 	for _, on := range []bool{c.Raw, c.Pcapng, c.SQL} {
 		if on {
@@ -189,6 +146,8 @@ func (c *catCmd) check(stdout io.Writer) error {
 		}
 	}
 	switch {
+	case len(c.Files) == 0:
+		return errors.New("no FILE given")
 	case modes > 1:
 		return errors.New("--raw, --pcapng and --sql cannot be used together")
 	case c.Hex && modes > 0:
@@ -214,6 +173,23 @@ func (c *catCmd) check(stdout io.Writer) error {
 	default:
 		return fmt.Errorf("--dir: %q is neither in nor out", c.Dir)
 	}
+	if c.ConnLogFormat != nil && c.ConnLog == "" {
+		return errors.New("-C needs -c")
+	}
+	if c.ConnLog != "" {
+		format := connlog.DefaultFormat
+		if c.ConnLogFormat != nil {
+			format = *c.ConnLogFormat
+		}
+		f, err := connlog.Compile(format)
+		if err == nil {
+			err = f.Readable()
+		}
+		if err != nil {
+			return fmt.Errorf("-C/--conn-log-format: %v", err)
+		}
+		c.logFmt = f
+	}
 	for _, a := range []struct{ opt, v string }{{"--client", c.Client}, {"--server", c.Server}} {
 		if a.v == "" {
 			continue
@@ -231,7 +207,7 @@ func (c *catCmd) check(stdout io.Writer) error {
 
 // selected says whether a block's time is within --since and --until. A
 // block without a time is selected only without them.
-func (c *catCmd) selected(t time.Time) bool {
+func (c *Cmd) selected(t time.Time) bool {
 	if c.Since.IsZero() && c.Until.IsZero() {
 		return true
 	}
@@ -242,7 +218,7 @@ func (c *catCmd) selected(t time.Time) bool {
 }
 
 // file writes one recording in the chosen mode.
-func (c *catCmd) file(ctx context.Context, file string, out *bufio.Writer, stderr io.Writer) error {
+func (c *Cmd) file(ctx context.Context, file string, out *bufio.Writer, stderr io.Writer) error {
 	switch {
 	case c.Pcapng:
 		return c.pcapng(file, out, stderr)
@@ -282,7 +258,7 @@ func (c *catCmd) file(ctx context.Context, file string, out *bufio.Writer, stder
 // blocks calls fn for every block of file, following it with --follow,
 // and flushes out after each block when following. A recording cut short
 // is not an error: a note on stderr says where it ends.
-func (c *catCmd) blocks(ctx context.Context, file string, out *bufio.Writer, stderr io.Writer, fn func(playback.Block) error) error {
+func (c *Cmd) blocks(ctx context.Context, file string, out *bufio.Writer, stderr io.Writer, fn func(playback.Block) error) error {
 	if c.Follow {
 		err := playback.Follow(ctx, file, c.dir, 0, func(b playback.Block) error {
 			if err := fn(b); err != nil {
@@ -333,7 +309,7 @@ func isTerminal(w io.Writer) bool {
 }
 
 // sql lists the statements of a PostgreSQL session.
-func (c *catCmd) sql(ctx context.Context, file string, out *bufio.Writer, stderr io.Writer) error {
+func (c *Cmd) sql(ctx context.Context, file string, out *bufio.Writer, stderr io.Writer) error {
 	var line []byte
 	emit := func(st playback.Statement) error {
 		if !c.selected(st.Time) {
@@ -371,20 +347,19 @@ func (c *catCmd) sql(ctx context.Context, file string, out *bufio.Writer, stderr
 // pcapng writes file as a pcapng capture. It reads the recording twice:
 // first to check that it can be shown as a TCP connection and to gather
 // the facts for the section comment, then to write the packets.
-func (c *catCmd) pcapng(file string, out *bufio.Writer, stderr io.Writer) error {
-	var st recordingStats
-	if err := c.blocks(context.Background(), file, out, io.Discard, st.add); err != nil {
+func (c *Cmd) pcapng(file string, out *bufio.Writer, stderr io.Writer) error {
+	var st playback.Stats
+	if err := c.blocks(context.Background(), file, out, io.Discard, st.Add); err != nil {
 		return err
 	}
-	if err := st.pcapable(); err != nil && !c.Force {
-		return usageErr("--pcapng: %v; use --force to write a capture anyway", err)
+	if err := st.Pcapable(); err != nil && !c.Force {
+		return cmdline.Usagef("--pcapng: %v; use --force to write a capture anyway", err)
 	}
-	conn, notes, err := c.endpoints(file)
+	known, logged, err := c.known(file)
 	if err != nil {
 		return err
 	}
-	st.connEnd = c.connFacts.End
-	conn.Comment = c.pcapComment(file, conn, &st, notes)
+	conn, notes := playback.CaptureConfig(file, known, &st)
 	w, err := playback.NewPcapng(out, conn)
 	if err != nil {
 		return err
@@ -395,140 +370,27 @@ func (c *catCmd) pcapng(file string, out *bufio.Writer, stderr io.Writer) error 
 	if err := c.blocks(context.Background(), file, out, stderr, w.Block); err != nil {
 		return err
 	}
-	return w.Close(st.end())
+	end := logged.End
+	if end.IsZero() {
+		end = st.Last
+	}
+	return w.Close(end)
 }
 
-// recordingStats is what a first reading of a recording found.
-type recordingStats struct {
-	blocks, bytes [2]int64 // stamped blocks and their data, by direction
-	unstamped     int64    // data without a stamp
-	first, last   time.Time
-	connEnd       time.Time
-}
-
-func (s *recordingStats) add(b playback.Block) error {
-	if !b.Stamped {
-		s.unstamped += int64(len(b.Data))
-		return nil
-	}
-	if b.Part == 0 {
-		s.blocks[b.Dir]++
-	}
-	s.bytes[b.Dir] += int64(len(b.Data))
-	if s.first.IsZero() {
-		s.first = b.Time
-	}
-	s.last = b.Time
-	return nil
-}
-
-// pcapable says why the recording cannot be shown exactly as a TCP
-// connection, if it cannot.
-func (s *recordingStats) pcapable() error {
-	switch {
-	case s.blocks[datafile.In]+s.blocks[datafile.Out]+s.unstamped == 0:
-		return errors.New("the recording is empty")
-	case s.blocks[datafile.In]+s.blocks[datafile.Out] == 0:
-		return errors.New("the recording has no block stamps (made without -M): the boundaries, times and directions of its data are unknown; it needs -M -L")
-	case s.unstamped > 0:
-		return fmt.Errorf("%d bytes of data come before the first block stamp", s.unstamped)
-	}
-	names := [...]string{datafile.In: "client-to-server", datafile.Out: "server-to-client"}
-	for _, d := range []datafile.Direction{datafile.In, datafile.Out} {
-		if s.blocks[d] > 0 && s.bytes[d] == 0 {
-			return fmt.Errorf("the recording has no %s data (made without -L): it needs -M -L", names[d])
+// known gathers what --client, --server and the connection log (-c) say
+// of the connection recorded in file, and the log's entry for it.
+func (c *Cmd) known(file string) (k playback.Known, logged connlog.Entry, err error) {
+	if c.logFmt != nil {
+		if logged, err = connlog.Find(c.ConnLog, c.logFmt, file); err != nil {
+			return k, logged, err
 		}
-	}
-	return nil
-}
-
-// end is when the capture shows the connection's end.
-func (s *recordingStats) end() time.Time {
-	if !s.connEnd.IsZero() {
-		return s.connEnd
-	}
-	return s.last
-}
-
-// endpoints gathers the connection's addresses: --client and --server,
-// else the connection log's line of the file, else the file name's client
-// IP with made-up ports and a placeholder server. notes say which are
-// made up.
-func (c *catCmd) endpoints(file string) (conn playback.PcapngConfig, notes []string, err error) {
-	name, nameErr := datafile.ParseName(file, time.Local)
-	var facts playback.ConnFacts
-	if c.connLog != "" {
-		format := connlog.DefaultFormat
-		if c.logFormat != nil {
-			format = *c.logFormat
-		}
-		lf, err := playback.CompileLogFormat(format)
-		if err != nil {
-			return conn, nil, usageErr("-C/--conn-log-format: %v", err)
-		}
-		if facts, err = playback.FindConn(c.connLog, lf, file); err != nil {
-			return conn, nil, err
-		}
-		conn.Start = facts.Start
-	}
-	if conn.Start.IsZero() && nameErr == nil {
-		conn.Start = name.Start
+		k = playback.Known{Client: logged.Client, Server: logged.Dest, Start: logged.Start, LogLine: logged.Line}
 	}
 	if c.Client != "" {
-		conn.Client = netip.MustParseAddrPort(c.Client)
-	} else if facts.Client.Port() != 0 {
-		conn.Client = facts.Client
-	} else {
-		ip := facts.Client.Addr()
-		switch {
-		case ip.IsValid():
-		case nameErr == nil && name.Client.IsValid():
-			ip = name.Client
-		default:
-			ip = netip.MustParseAddr("127.0.0.1")
-			notes = append(notes, "the client's address is a placeholder (127.0.0.1): give --client or -c")
-		}
-		port := uint16(49152 + name.N%16384)
-		conn.Client = netip.AddrPortFrom(ip, port)
-		notes = append(notes, fmt.Sprintf("the client's port %d is made up: give --client or -c", port))
+		k.Client = netip.MustParseAddrPort(c.Client)
 	}
 	if c.Server != "" {
-		conn.Server = netip.MustParseAddrPort(c.Server)
-	} else if facts.Dest.Port() != 0 {
-		conn.Server = facts.Dest
-	} else {
-		ip := netip.MustParseAddr("127.0.0.1")
-		if conn.Client.Addr().Unmap().Is6() {
-			ip = netip.IPv6Loopback()
-		}
-		conn.Server = netip.AddrPortFrom(ip, 1)
-		notes = append(notes, fmt.Sprintf("the server's address %s is a placeholder: give --server or -c", conn.Server))
+		k.Server = netip.MustParseAddrPort(c.Server)
 	}
-	c.connFacts = facts
-	return conn, notes, nil
-}
-
-// pcapComment is the section comment: the connection's facts and which
-// of them are made up.
-func (c *catCmd) pcapComment(file string, conn playback.PcapngConfig, st *recordingStats, notes []string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "ipprotd recording %s\n", file)
-	fmt.Fprintf(&b, "client %s, server %s\n", conn.Client, conn.Server)
-	if name, err := datafile.ParseName(file, time.Local); err == nil {
-		fmt.Fprintf(&b, "connection %d, started %s (from the file name)\n", name.N, name.Start.Format(datafile.ISOLayout))
-	}
-	if c.connFacts.Line != "" {
-		fmt.Fprintf(&b, "connection log: %s\n", c.connFacts.Line)
-	}
-	fmt.Fprintf(&b, "blocks: %d client to server (%d bytes), %d server to client (%d bytes)",
-		st.blocks[datafile.In], st.bytes[datafile.In], st.blocks[datafile.Out], st.bytes[datafile.Out])
-	if !st.first.IsZero() {
-		fmt.Fprintf(&b, ", from %s to %s", st.first.Format(playback.TimeLayout), st.last.Format(playback.TimeLayout))
-	}
-	b.WriteString("\n")
-	for _, n := range notes {
-		b.WriteString(n + "\n")
-	}
-	b.WriteString("Synthesized by ipprotd: Ethernet, IP and TCP headers, the handshake, the FINs and the ACKs; segments of at most 65000 bytes. Payload, direction and block times are the recording's.")
-	return b.String()
+	return k, logged, nil
 }

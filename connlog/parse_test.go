@@ -1,4 +1,4 @@
-package playback
+package connlog
 
 import (
 	"net/netip"
@@ -8,14 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipprot/ipprot/connlog"
 	"github.com/ipprot/ipprot/proxy"
 )
 
 // logged renders facts with connlog, the writer of the log, in format.
 func logged(t *testing.T, format string, facts ...*proxy.Facts) string {
 	t.Helper()
-	f, err := connlog.Compile(format)
+	f, err := Compile(format)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,12 +37,12 @@ func TestLogFormat(t *testing.T) {
 	}
 	rejected := &proxy.Facts{N: 18, Start: start, End: start, Client: netip.MustParseAddrPort("10.9.9.9:1"), Outcome: proxy.Rejected}
 	for _, format := range []string{
-		connlog.DefaultFormat,
+		DefaultFormat,
 		"%N\t%x from %i:%p to %o:%O (%r/%w) [%f] %S s%%%n",
 		"%f %s", // no %n: connlog ends the entry anyway
 	} {
 		t.Run(format, func(t *testing.T) {
-			lf, err := CompileLogFormat(format)
+			lf, err := Compile(format)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -56,7 +55,10 @@ func TestLogFormat(t *testing.T) {
 				if !ok {
 					t.Fatalf("line %q does not parse", lines[i])
 				}
-				want := ConnFacts{File: fa.File, Line: lines[i]}
+				want := Entry{File: fa.File, Line: lines[i]}
+				if has := strings.Contains(format, "%N"); has {
+					want.N = fa.N
+				}
 				has := func(l byte) bool { return strings.Contains(format, "%"+string(l)) }
 				if has('s') {
 					want.Start = fa.Start
@@ -77,22 +79,27 @@ func TestLogFormat(t *testing.T) {
 					want.Outcome = fa.Outcome.String()
 				}
 				if !got.Start.Equal(want.Start) || !got.End.Equal(want.End) || got.Client != want.Client || got.Dest != want.Dest ||
-					got.BytesIn != want.BytesIn || got.BytesOut != want.BytesOut || got.Outcome != want.Outcome || got.File != want.File || got.Line != want.Line {
+					got.BytesIn != want.BytesIn || got.BytesOut != want.BytesOut || got.Outcome != want.Outcome || got.N != want.N || got.File != want.File || got.Line != want.Line {
 					t.Errorf("line %q:\ngot  %+v\nwant %+v", lines[i], got, want)
 				}
 			}
 		})
 	}
-	for _, bad := range []string{"%i%n%p", "%q", "%"} {
-		if _, err := CompileLogFormat(bad); err == nil {
-			t.Errorf("CompileLogFormat(%q) = nil error; want one", bad)
-		}
+	multi, err := Compile("%i%n%p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := multi.Readable(); err == nil {
+		t.Errorf("Readable of a two-line format = nil; want an error")
+	}
+	if _, ok := multi.Parse("10.0.0.1"); ok {
+		t.Errorf("Parse with a two-line format: ok; want not")
 	}
 }
 
-// TestFindConn finds a data file's line by its path, or by its base name
+// TestFind finds a data file's line by its path, or by its base name
 // once the files were moved.
-func TestFindConn(t *testing.T) {
+func TestFind(t *testing.T) {
 	dir := t.TempDir()
 	start := time.Date(2013, 12, 4, 16, 18, 42, 0, time.Local)
 	var facts []*proxy.Facts
@@ -103,25 +110,28 @@ func TestFindConn(t *testing.T) {
 		})
 	}
 	log := filepath.Join(dir, "connections")
-	if err := os.WriteFile(log, []byte("garbage line\n"+logged(t, connlog.DefaultFormat, facts...)), 0o644); err != nil {
+	if err := os.WriteFile(log, []byte("garbage line\n"+logged(t, DefaultFormat, facts...)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lf, _ := CompileLogFormat(connlog.DefaultFormat)
+	lf, err := Compile(DefaultFormat)
+	if err != nil {
+		t.Fatal(err)
+	}
 	moved := filepath.Join(t.TempDir(), "prot_c")
 	for _, tt := range []struct {
 		file string
 		port uint16
 	}{{filepath.Join(dir, "prot_b"), 1001}, {moved, 1002}} {
-		got, err := FindConn(log, lf, tt.file)
+		got, err := Find(log, lf, tt.file)
 		if err != nil || got.Client.Port() != tt.port {
-			t.Errorf("FindConn(%s): got %+v, %v; want client port %d", tt.file, got, err, tt.port)
+			t.Errorf("Find(%s): got %+v, %v; want client port %d", tt.file, got, err, tt.port)
 		}
 	}
-	if _, err := FindConn(log, lf, filepath.Join(dir, "prot_d")); err == nil {
-		t.Error("FindConn of an unlogged file: nil error; want ErrNotLogged")
+	if _, err := Find(log, lf, filepath.Join(dir, "prot_d")); err == nil {
+		t.Error("Find of an unlogged file: nil error; want ErrNotLogged")
 	}
-	noF, _ := CompileLogFormat("%i %p")
-	if _, err := FindConn(log, noF, filepath.Join(dir, "prot_b")); err == nil {
-		t.Errorf("FindConn with a format without %%f: nil error; want one")
+	noF, _ := Compile("%i %p")
+	if _, err := Find(log, noF, filepath.Join(dir, "prot_b")); err == nil {
+		t.Errorf("Find with a format without %%f: nil error; want one")
 	}
 }

@@ -1,4 +1,4 @@
-package connlog
+package logfile
 
 import (
 	"errors"
@@ -10,14 +10,12 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-
-	"github.com/ipprot/ipprot/proxy"
 )
 
 // openLog opens the log at path and closes it when the test ends.
-func openLog(t *testing.T, path string) *Log {
+func openLog(t *testing.T, path string) *File {
 	t.Helper()
-	l, err := Open(path)
+	l, err := Open(path, "connection log")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +41,7 @@ func TestOpenAppendsWithMode0640(t *testing.T) {
 
 	created := filepath.Join(dir, "new.log")
 	l := openLog(t, created)
-	if err := l.Write([]byte("one\n")); err != nil {
+	if _, err := l.Write([]byte("one\n")); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(created)
@@ -60,7 +58,7 @@ func TestOpenAppendsWithMode0640(t *testing.T) {
 	}
 	l = openLog(t, existing)
 	for _, e := range []string{"after\n", "", "last\n"} {
-		if err := l.Write([]byte(e)); err != nil {
+		if _, err := l.Write([]byte(e)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -104,7 +102,7 @@ func TestOpenErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := Open(tc.path)
+			l, err := Open(tc.path, "connection log")
 			if err == nil {
 				l.Close()
 				t.Fatalf("got no error; want %v", tc.errno)
@@ -138,7 +136,7 @@ func TestOpenReadOnlyFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "conn.log")
-	l, err := Open(path)
+	l, err := Open(path, "connection log")
 	if err == nil {
 		l.Close()
 		t.Fatal("got no error; want permission denied")
@@ -152,7 +150,7 @@ func TestOpenReadOnlyFolder(t *testing.T) {
 // os.ErrClosed.
 func TestClosed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "conn.log")
-	l, err := Open(path)
+	l, err := Open(path, "connection log")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +158,7 @@ func TestClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, call := range map[string]func() error{
-		"Write":  func() error { return l.Write([]byte("late\n")) },
+		"Write":  func() error { _, err := l.Write([]byte("late\n")); return err },
 		"Reopen": l.Reopen,
 		"Close":  l.Close,
 	} {
@@ -182,7 +180,7 @@ func TestReopenAfterRename(t *testing.T) {
 	l := openLog(t, path)
 	write := func(e string) {
 		t.Helper()
-		if err := l.Write([]byte(e)); err != nil {
+		if _, err := l.Write([]byte(e)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -222,7 +220,7 @@ func TestReopenFailureKeepsFile(t *testing.T) {
 	if want := fmt.Sprintf("connection log: open %s: is a directory", path); err == nil || err.Error() != want {
 		t.Fatalf("got %v; want %q", err, want)
 	}
-	if err := l.Write([]byte("still here\n")); err != nil {
+	if _, err := l.Write([]byte("still here\n")); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := readFile(t, rotated), "still here\n"; got != want {
@@ -239,9 +237,9 @@ func entryFor(writer string, g, i int) string {
 
 // writeEntries writes n entries of goroutine g of writer to l, counting each
 // written entry in written where it is not nil.
-func writeEntries(l *Log, writer string, g, n int, written *atomic.Int64) error {
+func writeEntries(l *File, writer string, g, n int, written *atomic.Int64) error {
 	for i := range n {
-		if err := l.Write([]byte(entryFor(writer, g, i))); err != nil {
+		if _, err := l.Write([]byte(entryFor(writer, g, i))); err != nil {
 			return err
 		}
 		if written != nil {
@@ -298,7 +296,7 @@ func checkEntries(t *testing.T, goroutines map[string]int, perGoroutine int, fil
 // through a second Log on the same path, as another daemon would.
 func TestConcurrentWriters(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "conn.log")
-	daemons := map[string]*Log{"A": openLog(t, path), "B": openLog(t, path)}
+	daemons := map[string]*File{"A": openLog(t, path), "B": openLog(t, path)}
 	goroutines := map[string]int{"A": 8, "B": 2}
 	const perGoroutine = 500
 	errs := make(chan error, 10)
@@ -360,7 +358,7 @@ func TestReopenWhileWriting(t *testing.T) {
 
 // rotate renames the log at path to path.k and reopens it, for k from 1 to
 // n, each time once another `every` entries are written or done is closed.
-func rotate(l *Log, path string, n int, every int64, written *atomic.Int64, done <-chan struct{}) error {
+func rotate(l *File, path string, n int, every int64, written *atomic.Int64, done <-chan struct{}) error {
 	for k := 1; k <= n; k++ {
 		for written.Load() < int64(k)*every && !isClosed(done) {
 			runtime.Gosched()
@@ -381,57 +379,5 @@ func isClosed(c <-chan struct{}) bool {
 		return true
 	default:
 		return false
-	}
-}
-
-// BenchmarkAppendWrite renders the default format and appends it to a log
-// file, as the proxy does at the end of each connection.
-func BenchmarkAppendWrite(b *testing.B) {
-	f, err := Compile(DefaultFormat)
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := Open(filepath.Join(b.TempDir(), "conn.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	facts := &factsCases()[0].facts
-	buf := make([]byte, 0, 512)
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = f.Append(buf[:0], facts)
-		if err := l.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.SetBytes(int64(len(buf)))
-}
-
-// BenchmarkAppendWriteParallel is BenchmarkAppendWrite from GOMAXPROCS
-// goroutines sharing one Log.
-func BenchmarkAppendWriteParallel(b *testing.B) {
-	f, err := Compile(DefaultFormat)
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := Open(filepath.Join(b.TempDir(), "conn.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	facts := &factsCases()[0].facts
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) { appendWriteLoop(pb, f, l, facts, b) })
-}
-
-func appendWriteLoop(pb *testing.PB, f *Format, l *Log, facts *proxy.Facts, b *testing.B) {
-	buf := make([]byte, 0, 512)
-	for pb.Next() {
-		buf = f.Append(buf[:0], facts)
-		if err := l.Write(buf); err != nil {
-			b.Error(err)
-			return
-		}
 	}
 }

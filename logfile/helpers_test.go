@@ -1,4 +1,4 @@
-package connlog
+package logfile
 
 import (
 	"bytes"
@@ -44,7 +44,7 @@ const shortWriteLimit = 100
 // helperShortWrite limits the size of files this process writes to
 // shortWriteLimit bytes, writes a longer entry and prints Write's error.
 func helperShortWrite(path string) error {
-	log, err := Open(path)
+	log, err := Open(path, "connection log")
 	if err != nil {
 		return err
 	}
@@ -56,18 +56,18 @@ func helperShortWrite(path string) error {
 	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &lim); err != nil {
 		return err
 	}
-	fmt.Print(log.Write(bytes.Repeat([]byte("x"), shortWriteLimit+50)))
+	fmt.Print(writeErr(log.Write(bytes.Repeat([]byte("x"), shortWriteLimit+50))))
 	return log.Close()
 }
 
 // helperWriteEntries writes the entries of straceEntries.
 func helperWriteEntries(path string) error {
-	log, err := Open(path)
+	log, err := Open(path, "connection log")
 	if err != nil {
 		return err
 	}
 	for _, e := range straceEntries() {
-		if err := log.Write(e); err != nil {
+		if _, err := log.Write(e); err != nil {
 			return err
 		}
 	}
@@ -211,3 +211,6 @@ func TestJoinResumed(t *testing.T) {
 		t.Errorf("got %q; want %q", got, want)
 	}
 }
+
+// writeErr is the error of a Write.
+func writeErr(_ int, err error) error { return err }

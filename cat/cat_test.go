@@ -1,33 +1,51 @@
-package main
+package cat
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
+	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/alecthomas/kong"
+	"github.com/ipprot/ipprot/connlog"
 	"github.com/ipprot/ipprot/datafile"
+	"github.com/ipprot/ipprot/internal/cmdline"
 	"github.com/ipprot/ipprot/internal/testkit"
 
 	"github.com/ipprot/ipprot/playback"
 	"github.com/ipprot/ipprot/recorder"
 )
 
-// catRun runs `ipprotd cat args…` as main does.
+// catRun runs `ipprotd cat args…` as main does, through kong.
 func catRun(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code = realMain(append([]string{"cat"}, args...), &out, &errOut)
+	code = run(t, append([]string{"cat"}, args...), &out, &errOut)
 	return out.String(), errOut.String(), code
+}
+
+// run parses args with a grammar that holds cat as main's does and runs
+// them, as main does.
+func run(t *testing.T, args []string, stdout, stderr io.Writer) int {
+	var grammar struct {
+		Cat Cmd `cmd:"" help:"Read recordings."`
+	}
+	var exit cmdline.Exit
+	k, err := kong.New(&grammar, append(cmdline.Mappers(),
+		kong.Name("ipprotd"), kong.Writers(stdout, stderr), exit.Option(),
+		kong.WithHyphenPrefixedParameters(true),
+		kong.Vars{"connlog_format": connlog.DefaultFormat})...)
+	if err != nil {
+		t.Error(err)
+		return -1
+	}
+	return cmdline.Run(k, &exit, args, stderr)
 }
 
 // recBlock is a block a test records.
@@ -50,7 +68,7 @@ func recordFile(t *testing.T, cfg recorder.Config, blocks []recBlock) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := o.Open(recorder.Session{N: 17, Start: time.UnixMicro(blocks[0].us), Client: netip.MustParseAddr("10.1.2.33")})
+	r, err := o.Open(recorder.Conn{N: 17, Start: time.UnixMicro(blocks[0].us), Client: netip.MustParseAddr("10.1.2.33")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,20 +225,23 @@ func TestCatUsage(t *testing.T) {
 		args string
 		want string
 	}{
-		{"", `ipprotd: expected "<FILE> ..."`},
-		{"--raw --sql F", "ipprotd: cat: --raw, --pcapng and --sql cannot be used together"},
-		{"--hex --raw F", "ipprotd: cat: --hex shows text output; it cannot be used with --raw, --pcapng or --sql"},
-		{"--pcapng F F", "ipprotd: cat: --pcapng and --follow read exactly one FILE"},
-		{"--follow F F", "ipprotd: cat: --pcapng and --follow read exactly one FILE"},
-		{"--dir sideways F", `ipprotd: cat: --dir: "sideways" is neither in nor out`},
-		{"--format json F", "ipprotd: cat: --format goes with --sql"},
-		{"--client 10.0.0.1 F", "ipprotd: cat: --force, --client and --server go with --pcapng"},
-		{"--pcapng --client 10.0.0.1 F", `ipprotd: cat: --client: "10.0.0.1" is not IP:PORT (an IPv6 address in brackets: [::1]:5432)`},
+		{"", "ipprotd: cat: no FILE given (see ipprotd cat --help)"},
+		{"--raw --sql F", "ipprotd: cat: --raw, --pcapng and --sql cannot be used together (see ipprotd cat --help)"},
+		{"--hex --raw F", "ipprotd: cat: --hex shows text output; it cannot be used with --raw, --pcapng or --sql (see ipprotd cat --help)"},
+		{"--pcapng F F", "ipprotd: cat: --pcapng and --follow read exactly one FILE (see ipprotd cat --help)"},
+		{"--follow F F", "ipprotd: cat: --pcapng and --follow read exactly one FILE (see ipprotd cat --help)"},
+		{"--dir sideways F", `ipprotd: cat: --dir: "sideways" is neither in nor out (see ipprotd cat --help)`},
+		{"--format json F", "ipprotd: cat: --format goes with --sql (see ipprotd cat --help)"},
+		{"--client 10.0.0.1 F", "ipprotd: cat: --force, --client and --server go with --pcapng (see ipprotd cat --help)"},
+		{"--pcapng --client 10.0.0.1 F", `ipprotd: cat: --client: "10.0.0.1" is not IP:PORT (an IPv6 address in brackets: [::1]:5432) (see ipprotd cat --help)`},
 		{"--since yesterday F", `ipprotd: --since: "yesterday" is not a time: use RFC 3339 (2006-01-02T15:04:05+01:00) or yyyy-mm-dd HH:MM:SS`},
-		{"--since 2013-12-05 --until 2013-12-04 F", "ipprotd: cat: --until 2013-12-04T00:00:00" + zoneOf("2013-12-04") + " is not after --since 2013-12-05T00:00:00" + zoneOf("2013-12-05")},
-		{"--color sometimes F", `ipprotd: --color must be one of "auto","always","never" but got "sometimes"`},
-		{"-p 80 F", "ipprotd: cat: -p/--listen is an option of the proxy, not of cat (see ipprotd cat --help)"},
-		{"F -L", "ipprotd: cat: -L/--log-both is an option of the proxy, not of cat (see ipprotd cat --help)"},
+		{"--since", `ipprotd: --since: missing value`},
+		{"--since 2013-12-05 --until 2013-12-04 F", "ipprotd: cat: --until 2013-12-04T00:00:00" + zoneOf("2013-12-04") + " is not after --since 2013-12-05T00:00:00" + zoneOf("2013-12-05") + " (see ipprotd cat --help)"},
+		{"--color sometimes F", `ipprotd: --color: "sometimes" is not one of auto, always, never`},
+		{"-C %i F", "ipprotd: cat: -C needs -c (see ipprotd cat --help)"},
+		{"-c log -C %q F", `ipprotd: cat: -C/--conn-log-format: unknown expression "%q" at byte 0 (see ipprotd cat --help)`},
+		{"-p 80 F", "ipprotd: unknown flag -p (see ipprotd cat --help)"},
+		{"F -L", "ipprotd: unknown flag -L (see ipprotd cat --help)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.args, func(t *testing.T) {
@@ -236,33 +257,6 @@ func TestCatUsage(t *testing.T) {
 func zoneOf(date string) string {
 	d, _ := time.ParseInLocation("2006-01-02", date, time.Local)
 	return d.Format("Z07:00")
-}
-
-// TestCatHelp: cat --help lists cat's options and the connection log, not
-// the proxy's; ipprotd --help still lists the proxy's and names cat.
-func TestCatHelp(t *testing.T) {
-	var out, errOut bytes.Buffer
-	if code := realMain([]string{"cat", "--help"}, &out, &errOut); code != 0 {
-		t.Fatalf("exit status %d; want 0", code)
-	}
-	help := strings.Join(strings.Fields(out.String()), " ")
-	for _, want := range []string{"Usage: ipprotd cat <FILE> ...", "--hex", "--raw", "--dir=in|out", "--follow", "--since=TIME", "--until=TIME",
-		"--pcapng", "--force", "--client=IP:PORT", "--server=IP:PORT", "--sql", "--format=text|json", "--color=auto|always|never",
-		"-c, --conn-log=FILE With --pcapng", "-C, --conn-log-format=FORMAT"} {
-		if !strings.Contains(help, want) {
-			t.Errorf("cat --help lacks %q:\n%s", want, out.String())
-		}
-	}
-	for _, unwanted := range []string{"--listen", "--gzip", "--daemon", "Append one line per connection"} {
-		if strings.Contains(help, unwanted) {
-			t.Errorf("cat --help shows the proxy's %q", unwanted)
-		}
-	}
-	out.Reset()
-	realMain([]string{"--help"}, &out, &errOut)
-	if !strings.Contains(out.String(), "cat <FILE> ...") || !strings.Contains(out.String(), "--listen") {
-		t.Errorf("ipprotd --help lacks cat or the proxy's options:\n%s", out.String())
-	}
 }
 
 // waitOutput waits until buf holds want, or fails after a generous
@@ -294,7 +288,7 @@ func TestCatFollow(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := o.Open(recorder.Session{N: 1, Start: time.Now(), Client: netip.MustParseAddr("10.1.2.33")})
+			r, err := o.Open(recorder.Conn{N: 1, Start: time.Now(), Client: netip.MustParseAddr("10.1.2.33")})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -314,10 +308,10 @@ func TestCatFollow(t *testing.T) {
 			defer cancel()
 			done := make(chan int, 1)
 			if c == datafile.Gzip {
-				go func() { done <- realMain([]string{"cat", "--raw", "--follow", r.Path()}, &out, &errOut) }()
+				go func() { done <- run(t, []string{"cat", "--raw", "--follow", r.Path()}, &out, &errOut) }()
 			} else {
-				cmd := &catCmd{Files: []string{r.Path()}, Raw: true, Follow: true, Color: "auto", Format: "text"}
-				go func() { done <- cmd.runContext(ctx, &out, &errOut) }()
+				cmd := &Cmd{Files: []string{r.Path()}, Raw: true, Follow: true, Color: "auto", Format: "text"}
+				go func() { done <- cmdline.Status(cmd.run(ctx, &out, &errOut)) }()
 			}
 			want := ""
 			for _, b := range httpSession[1:] {
@@ -383,238 +377,4 @@ func TestCatPcapng(t *testing.T) {
 			t.Errorf("--force: exit status %d, or tshark sees no reply", code)
 		}
 	}
-}
-
-// startPostgres runs a PostgreSQL server of the test's own on a free
-// loopback port (trust authentication for postgres) until the test ends;
-// it returns the port.
-func startPostgres(t *testing.T) int {
-	t.Helper()
-	testkit.Need(t, "runuser", "psql")
-	initdb, postgres := testkit.PgTool(t, "initdb"), testkit.PgTool(t, "postgres")
-	port := testkit.FreePort(t)
-	stop, err := testkit.StartPostgres(initdb, postgres, port)
-	if err != nil {
-		t.Fatalf("PostgreSQL: %v", err)
-	}
-	t.Cleanup(stop)
-	return port
-}
-
-// startProxy runs the daemon in this process, as main does, with args and
-// -p on a free loopback port; stop ends it (as SIGTERM does: connections
-// drain) and waits.
-func startProxy(t *testing.T, args ...string) (port int, stop func()) {
-	t.Helper()
-	port = testkit.FreePort(t)
-	cfg, err := parse(t, append([]string{"-p", fmt.Sprintf("%d@127.0.0.1", port)}, args...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var log testkit.SyncBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, &log) }()
-	waitOutput(t, &log, "msg=listening")
-	stopped := false
-	stop = func() {
-		t.Helper()
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("proxy: %v\n%s", err, log.String())
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatalf("proxy did not stop within 20 s:\n%s", log.String())
-		}
-	}
-	t.Cleanup(stop)
-	return port, stop
-}
-
-// psqlStatements are what the test session sends, with psql -c each.
-var psqlStatements = []string{
-	"CREATE TABLE audit_t (id int, name text)",
-	"INSERT INTO audit_t VALUES (1, 'x'), (2, 'y'), (3, 'z')",
-	"SELECT * FROM audit_t",
-	"SELECT * FROM missing",
-}
-
-// TestCatPostgres records real PostgreSQL sessions through the daemon —
-// psql (simple protocol, after an SSLRequest the server refuses) and
-// pgbench -M extended (Parse/Bind/Execute with parameters) — with -L -M,
-// plain, gzip, and -s with bzip2. cat --sql lists every statement with
-// its result; the capture made with --pcapng and the connection log gives
-// tshark the session byte for byte and the queries; the -s recording is
-// refused as such.
-func TestCatPostgres(t *testing.T) {
-	testkit.Need(t, "tshark")
-	pgPort := startPostgres(t)
-	dir := t.TempDir()
-	fwd := []string{"-h", "127.0.0.1", "-P", strconv.Itoa(pgPort), "-L", "-M"}
-	plainPort, stopPlain := startProxy(t, append(fwd, "-t", "60", "-f", dir+"/plain/prot", "-c", dir+"/plain/conn.log")...)
-	gzPort, stopGz := startProxy(t, append(fwd, "-z", "-f", dir+"/gz/prot")...)
-	sPort, stopS := startProxy(t, append(fwd, "-s", "-j", "-f", dir+"/s/prot")...)
-
-	// A database per recording, made directly, not through a proxy.
-	for _, db := range []string{"plain", "gz", "s"} {
-		if out, err := exec.Command("psql", "-h", "127.0.0.1", "-p", strconv.Itoa(pgPort), "-U", "postgres", "-X", "-q",
-			"-c", "CREATE DATABASE "+db).CombinedOutput(); err != nil {
-			t.Fatalf("create database %s: %v\n%s", db, err, out)
-		}
-	}
-	begin := time.Now()
-	psql := func(port int, db string) {
-		t.Helper()
-		args := []string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "postgres", "-d", db, "-X", "-q"}
-		for _, s := range psqlStatements {
-			args = append(args, "-c", s)
-		}
-		cmd := exec.Command("psql", args...)
-		cmd.Env = append(os.Environ(), "PGSSLMODE=prefer", "PGCONNECT_TIMEOUT=10")
-		out, err := cmd.CombinedOutput()
-		if err == nil || !strings.Contains(string(out), `relation "missing" does not exist`) {
-			t.Fatalf("psql: %v (want the error of the last statement)\n%s", err, out)
-		}
-	}
-	psql(plainPort, "plain")
-	psql(gzPort, "gz")
-	psql(sPort, "s")
-	script := filepath.Join(dir, "bench.sql")
-	os.WriteFile(script, []byte("\\set id 2\nSELECT name FROM audit_t WHERE id = :id;\nUPDATE audit_t SET name = 'w' WHERE id = :id;\n"), 0o644)
-	bench := exec.Command(testkit.PgTool(t, "pgbench"), "-h", "127.0.0.1", "-p", strconv.Itoa(plainPort), "-U", "postgres", "-n", "-t", "1", "-M", "extended", "-f", script, "plain")
-	if out, err := bench.CombinedOutput(); err != nil {
-		t.Fatalf("pgbench: %v\n%s", err, out)
-	}
-	end := time.Now()
-	stopPlain()
-	stopGz()
-	stopS()
-
-	psqlWant := func(db string) string {
-		return "postgres@" + db + " CREATE TABLE audit_t (id int, name text) => CREATE TABLE\n" +
-			"postgres@" + db + " INSERT INTO audit_t VALUES (1, 'x'), (2, 'y'), (3, 'z') => INSERT 0 3\n" +
-			"postgres@" + db + " SELECT * FROM audit_t => SELECT 3\n" +
-			"postgres@" + db + ` SELECT * FROM missing => ERROR 42P01: relation "missing" does not exist` + "\n"
-	}
-	benchWant := "postgres@plain SELECT name FROM audit_t WHERE id = $1; [$1='2'] => SELECT 1\n" +
-		"postgres@plain UPDATE audit_t SET name = 'w' WHERE id = $1; [$1='2'] => UPDATE 1\n"
-	// sqlLines runs cat --sql and returns its lines without their times,
-	// checking that each time lies within the test's sessions.
-	sqlLines := func(t *testing.T, file string) string {
-		t.Helper()
-		out, errOut, code := catRun(t, "--sql", file)
-		if code != 0 || errOut != "" {
-			t.Fatalf("cat --sql %s: exit status %d: %s", file, code, errOut)
-		}
-		var lines []string
-		for _, line := range strings.SplitAfter(out, "\n") {
-			if line == "" {
-				continue
-			}
-			at, err := time.ParseInLocation(playback.TimeLayout, line[:len(playback.TimeLayout)], time.Local)
-			if err != nil || at.Before(begin.Truncate(time.Microsecond)) || at.After(end) {
-				t.Errorf("line %q: its time is not within the session (%v to %v)", line, begin, end)
-			}
-			lines = append(lines, line[len(playback.TimeLayout)+1:])
-		}
-		return strings.Join(lines, "")
-	}
-
-	plainFiles, _ := filepath.Glob(dir + "/plain/prot_*")
-	if len(plainFiles) < 2 {
-		t.Fatalf("got %d recordings through the plain proxy; want psql's and pgbench's", len(plainFiles))
-	}
-	psqlFile := plainFiles[0] // connection 1
-	t.Run("sql", func(t *testing.T) {
-		if got := sqlLines(t, psqlFile); got != psqlWant("plain") {
-			t.Errorf("psql session:\n%s\nwant:\n%s", got, psqlWant("plain"))
-		}
-		var benchGot string
-		for _, f := range plainFiles[1:] {
-			benchGot += sqlLines(t, f)
-		}
-		if benchGot != benchWant {
-			t.Errorf("pgbench -M extended:\n%s\nwant:\n%s", benchGot, benchWant)
-		}
-	})
-	t.Run("sql json", func(t *testing.T) {
-		out, _, code := catRun(t, "--sql", "--format", "json", psqlFile)
-		var results []string
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			var st struct {
-				File, User, Database, Application, Protocol, Statement, Result string
-				Rows                                                           int
-				Error                                                          *struct{ Code string }
-			}
-			if err := json.Unmarshal([]byte(line), &st); err != nil {
-				t.Fatalf("line %q: %v", line, err)
-			}
-			if st.File != psqlFile || st.User != "postgres" || st.Database != "plain" || st.Application != "psql" || st.Protocol != "simple" {
-				t.Errorf("line %q: wrong session facts", line)
-			}
-			results = append(results, fmt.Sprintf("%s|%s|%d", st.Statement, st.Result, st.Rows))
-		}
-		want := "CREATE TABLE audit_t (id int, name text)|CREATE TABLE|0 INSERT INTO audit_t VALUES (1, 'x'), (2, 'y'), (3, 'z')|INSERT 0 3|0 " +
-			`SELECT * FROM audit_t|SELECT 3|3 SELECT * FROM missing|ERROR 42P01: relation "missing" does not exist|0`
-		if got := strings.Join(results, " "); code != 0 || got != want {
-			t.Errorf("got %d, %s; want 0, %s", code, got, want)
-		}
-	})
-	t.Run("sql gzip", func(t *testing.T) {
-		files, _ := filepath.Glob(dir + "/gz/prot_*.gz")
-		if len(files) != 1 {
-			t.Fatalf("got %d .gz recordings; want 1", len(files))
-		}
-		if got := sqlLines(t, files[0]); got != psqlWant("gz") {
-			t.Errorf("got:\n%s\nwant:\n%s", got, psqlWant("gz"))
-		}
-	})
-	t.Run("sql printable", func(t *testing.T) {
-		files, _ := filepath.Glob(dir + "/s/prot_*.bz2")
-		if len(files) != 1 {
-			t.Fatalf("got %d .bz2 recordings; want 1", len(files))
-		}
-		out, errOut, code := catRun(t, "--sql", files[0])
-		want := "ipprotd: " + files[0] + ": --sql: the recording holds printable characters only (-s): the binary PostgreSQL protocol is destroyed and cannot be decoded\n"
-		if code != 1 || out != "" || errOut != want {
-			t.Errorf("got %d, %q, %q; want 1, nothing, %q", code, out, errOut, want)
-		}
-	})
-	t.Run("pcapng", func(t *testing.T) {
-		out, errOut, code := catRun(t, "--pcapng", "-c", dir+"/plain/conn.log", psqlFile)
-		if code != 0 || errOut != "" {
-			t.Fatalf("exit status %d: %s", code, errOut)
-		}
-		capture := filepath.Join(t.TempDir(), "psql.pcapng")
-		os.WriteFile(capture, []byte(out), 0o644)
-		list := testkit.Tshark(t, "-r", capture)
-		if !strings.Contains(list, fmt.Sprintf("→ %d [SYN]", pgPort)) {
-			t.Errorf("the capture does not show the destination's port %d:\n%s", pgPort, list)
-		}
-		queries := testkit.Tshark(t, "-r", capture, "-d", fmt.Sprintf("tcp.port==%d,pgsql", pgPort), "-Y", "pgsql.query", "-T", "fields", "-e", "pgsql.query")
-		if want := strings.Join(psqlStatements, "\n") + "\n"; queries != want {
-			t.Errorf("tshark's queries:\n%s\nwant:\n%s", queries, want)
-		}
-		var streams [2][]byte
-		f, err := playback.Open(psqlFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		r := playback.NewReader(f, datafile.Out)
-		for b, err := r.Next(); err == nil; b, err = r.Next() {
-			streams[b.Dir] = append(streams[b.Dir], b.Data...)
-		}
-		client, server := testkit.FollowTCP(t, capture)
-		if !bytes.Equal(client, streams[datafile.In]) || !bytes.Equal(server, streams[datafile.Out]) {
-			t.Errorf("Follow TCP stream: %d and %d bytes; want the recording's %d and %d, equal",
-				len(client), len(server), len(streams[datafile.In]), len(streams[datafile.Out]))
-		}
-	})
 }
