@@ -6,25 +6,28 @@ version := `git describe --tags --always --dirty 2>/dev/null || echo devel`
 build:
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version={{version}}" -o ipprotd .
 
-# Run every test with the race detector, as CI does.
+# Run every test with the race detector, as CI does, and the benchmark
+# tools' own tests (bench/ is a module of its own).
 test:
     go test -race ./...
+    cd bench && go test ./...
 
 # Formatting and vet; fails on any finding.
 lint:
     test -z "$(gofmt -l $(git ls-files '*.go'))" || (gofmt -l $(git ls-files '*.go'); exit 1)
     go vet ./...
+    cd bench && go vet ./...
 
-# Short fuzzing runs of every parser.
+# Short fuzzing runs of every fuzz target, found afresh in each package.
 fuzz seconds="20":
-    go test -run '^$' -fuzz FuzzParseAllow -fuzztime {{seconds}}s ./proxy/
-    go test -run '^$' -fuzz FuzzParsePortAt -fuzztime {{seconds}}s ./proxy/
-    go test -run '^$' -fuzz FuzzCompile -fuzztime {{seconds}}s ./connlog/
-    go test -run '^$' -fuzz FuzzRoundTrip -fuzztime {{seconds}}s ./recorder/
-    go test -run '^$' -fuzz FuzzNormaliseArgs -fuzztime {{seconds}}s .
-    go test -run '^$' -fuzz FuzzReadBack -fuzztime {{seconds}}s ./playback/
-    go test -run '^$' -fuzz FuzzSplit -fuzztime {{seconds}}s ./playback/
-    go test -run '^$' -fuzz FuzzSQL -fuzztime {{seconds}}s ./playback/
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for pkg in $(go list ./...); do
+      for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+        echo "fuzz: $pkg $target"
+        go test -run '^$' -fuzz "^${target}\$" -fuzztime {{seconds}}s "$pkg"
+      done
+    done
 
 # The side-by-side benchmark against a direct connection and the peers.
 bench:

@@ -79,11 +79,13 @@ build_all() {
     fi
     log "building ipprotd $version, naivego, epollgo, loadgen, report"
     (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$version" -o "$BIN/ipprotd" .)
-    (cd "$ROOT" &&
-        go build -o "$BIN/naivego" ./bench/naivego &&
-        go build -o "$BIN/epollgo" ./bench/epollgo &&
-        go build -o "$BIN/loadgen" ./bench/loadgen &&
-        go build -o "$BIN/report" ./bench/report)
+    # bench/ is a module of its own: its tools' dependencies stay out of
+    # the product's go.mod.
+    (cd "$ROOT/bench" &&
+        go build -o "$BIN/naivego" ./naivego &&
+        go build -o "$BIN/epollgo" ./epollgo &&
+        go build -o "$BIN/loadgen" ./loadgen &&
+        go build -o "$BIN/report" ./report)
 }
 
 # listening PORT succeeds when something listens on 127.0.0.1:PORT.

@@ -24,7 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-(cd "$ROOT" && go build -o "$WORK/ipprotd" . && go build -o "$WORK/loadgen" ./bench/loadgen)
+(cd "$ROOT" && go build -o "$WORK/ipprotd" .) && (cd "$ROOT/bench" && go build -o "$WORK/loadgen" ./loadgen)
 ulimit -n 20000
 
 "$WORK/loadgen" serve -listen 127.0.0.1:17501 >"$WORK/serve.log" 2>&1 &

@@ -1,59 +1,17 @@
 // Package postproc runs the post-processing command of -u and -uT after
-// each recorded connection. In go the facts of an ended connection
-// (*proxy.Facts); out come runs of
-//
-//	/bin/sh -c 'CMD "$@"' ipprotd "$1" "$2" …
-//
-// with the facts as positional parameters and IPPROT_* environment
-// variables, never pasted into the command string, and log lines: the
-// command's output, line by line with its connection number, and its exit
-// status.
-//
-// Usage:
+// each recorded connection: the facts of an ended connection go in, and out
+// comes a run of /bin/sh -c 'CMD "$@"' with the facts as positional
+// parameters and IPPROT_* variables, never pasted into the command string,
+// its output and exit status in the daemon's log. Runs are queued and made
+// at most Config.Jobs at a time, each in a process group of its own.
+// docs/ipprotd.md lists the parameters and shows an example hook.
 //
 //	if err := postproc.Check(cmd); err != nil { ... } // at start-up
 //	r, err := postproc.New(postproc.Config{Command: cmd, Times: uT})
-//	...
 //	proxyConfig.OnEnd = r.Enqueue
 //	...
 //	srv.Shutdown(ctx) // no more sessions end after this
 //	r.Shutdown(ctx)   // run what is queued, then return
-//
-// With -u the command gets five parameters: $1 the data file (an absolute
-// path), $2 the client IP, $3 the client port, $4 the destination host as
-// configured, $5 the destination port. With -uT also $6 the start and $7 the
-// end of the connection ("2006-01-02 15:04:05-07:00"), $8 the bytes received
-// from the client and $9 the bytes written to it. Both get IPPROT_FILE,
-// IPPROT_CLIENT_IP, IPPROT_CLIENT_PORT, IPPROT_OUT_HOST, IPPROT_OUT_PORT,
-// IPPROT_START, IPPROT_END, IPPROT_BYTES_IN, IPPROT_BYTES_OUT, IPPROT_OUTCOME
-// and IPPROT_CONN in the environment. stdin is /dev/null.
-//
-// Each command runs in its own process group. When it exits, or when a
-// timeout or a forced stop ends it (SIGTERM to the group, SIGKILL after a
-// grace period), whatever it left running in its group is killed; a hook
-// that must leave something behind starts it with setsid.
-//
-// An example hook for -u /usr/local/bin/send_ipprot, which ships each data
-// file to a central server; its exit status tells the daemon's log whether
-// the file arrived:
-//
-//	#!/bin/sh
-//	# send_ipprot FILE CLIENT_IP CLIENT_PORT OUT_HOST OUT_PORT
-//	set -eu
-//	file=$1
-//	# -T uploads FILE (PUT); a URL ending in / gets the file's name appended.
-//	# --retry with --retry-all-errors retries refused connections and
-//	# 5xx answers; --fail turns an HTTP error into exit status 22.
-//	curl --fail --silent --show-error \
-//		--retry 5 --retry-delay 10 --retry-all-errors \
-//		--connect-timeout 10 --max-time 600 \
-//		-T "$file" "https://archive.example/ipprot/$(hostname)/"
-//	echo "sent $file for $2:$3"
-//	# rm -- "$file"   # only once it is safely stored
-//
-// Its output lands in the daemon's log with the connection number; a failed
-// upload logs curl's message (stderr, at warn level) and exit status 22 or
-// similar, with the file's name so the operator can send it by hand.
 package postproc
 
 import (

@@ -1,9 +1,16 @@
 package proxy
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseAllow(t *testing.T) {
@@ -121,4 +128,73 @@ func FuzzParseAllow(f *testing.F) {
 			t.Fatalf("ParseAllow(%q) = %v does not allow %v", s, p, a)
 		}
 	})
+}
+
+func TestAllowListRejectsBeforeDialing(t *testing.T) {
+	h := newHarness(t, "tcp4", Config{Allow: NewAllowList(netip.MustParsePrefix("10.0.0.0/8"))})
+	h.expectReset()
+	f := h.wait()
+	if f.Outcome != Rejected || f.Dest.IsValid() || f.File != "" {
+		t.Errorf("facts %+v; want rejected, no destination, no file", f)
+	}
+	// The upstream must never have seen a connection.
+	h.upstream.(*net.TCPListener).SetDeadline(time.Now().Add(200 * time.Millisecond))
+	if c, err := h.upstream.Accept(); err == nil {
+		c.Close()
+		t.Errorf("the upstream was dialed for a rejected client")
+	}
+}
+
+func TestAllowListAdmitsIPv4OnDualStack(t *testing.T) {
+	up, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	ln, err := net.Listen("tcp", "[::]:0") // dual stack: IPv4 clients appear as ::ffff:a.b.c.d
+	if err != nil {
+		t.Skipf("no dual-stack listener: %v", err)
+	}
+	ap := up.Addr().(*net.TCPAddr).AddrPort()
+	ended := make(chan *Facts, 1)
+	srv := New(Config{
+		OutHost: ap.Addr().String(), OutPort: ap.Port(),
+		Allow:  NewAllowList(netip.MustParsePrefix("127.0.0.0/8")),
+		OnEnd:  func(f *Facts) { ended <- f },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	go srv.Serve(ln)
+	defer srv.Shutdown(context.Background())
+	port := ln.Addr().(*net.TCPAddr).Port
+	c, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := up.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	s.Close()
+	f := <-ended
+	if f.Outcome != OK || !f.Client.Addr().Is4() {
+		t.Errorf("outcome %v, client %v; want ok from an IPv4 address", f.Outcome, f.Client)
+	}
+}
+
+// TestNotAllowedBeforeMaxConns: a client that is not allowed is rejected
+// for that, also when the proxy is full.
+func TestNotAllowedBeforeMaxConns(t *testing.T) {
+	h := newHarness(t, "tcp4", Config{MaxConns: 1, Allow: NewAllowList(netip.MustParsePrefix("127.0.0.1/32"))})
+	first := h.dial()
+	h.accept()
+	first.Write([]byte("x")) // the first session surely counts
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	if c, err := d.Dial("tcp4", h.addr); err == nil {
+		io.ReadAll(c)
+		c.Close()
+	}
+	if f := h.wait(); f.Outcome != Rejected || !errors.Is(f.Err, errNotAllow) {
+		t.Errorf("outcome %v (%v); want rejected as not allowed", f.Outcome, f.Err)
+	}
 }

@@ -14,18 +14,10 @@
 //	...
 //	srv.Shutdown(ctx) // stop accepting, let sessions finish, abort at ctx's end
 //
-// Each connection is one session: a goroutine per direction; the one that
-// ends last completes the session (closes the data file, reports the
-// facts), so no third goroutine waits for them. A clean end of one
-// direction (FIN) half-closes the other side and leaves the other direction
-// running; a reset or an error cancels the session, which resets both
-// sides at once. Blocks are read into buffers taken from a pool only once
-// the socket is readable (copying through user space with large buffers
-// measured faster than splice(2) through a pipe on loopback, for bulk and
-// for small messages alike). A direction whose source stays silent parks:
-// its socket is watched by the server's own epoll set and its goroutine
-// ends, until bytes arrive; an idle connection holds no goroutine or
-// buffer.
+// A clean end of one direction (FIN) half-closes the other side and leaves
+// the other direction running; a reset or an error resets both sides. An
+// idle connection holds no goroutine and no buffer. docs/design.md draws a
+// block's path from accept to disk and gives the measurements behind it.
 package proxy
 
 import (

@@ -4,13 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"os"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/ipprot/ipprot/datafile"
@@ -371,100 +367,4 @@ func addrPort(a net.Addr) netip.AddrPort {
 	}
 	ap := ta.AddrPort()
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
-
-// blockReader reads a socket into buffers of a pool, taking one only when
-// the socket is readable, so an idle connection holds no buffer.
-type blockReader struct {
-	rc   syscall.RawConn
-	pool *bufPool
-	buf  *[]byte
-	n    int
-	err  error
-	fn   func(fd uintptr) bool // r.readFD, bound once
-}
-
-func (r *blockReader) init(rc syscall.RawConn, pool *bufPool) {
-	*r = blockReader{rc: rc, pool: pool}
-	r.fn = r.readFD
-}
-
-// read returns the next block, valid until release, or io.EOF at the end.
-func (r *blockReader) read() ([]byte, error) {
-	r.n, r.err = 0, nil
-	if err := r.rc.Read(r.fn); err != nil {
-		r.release()
-		return nil, err
-	}
-	if r.err != nil {
-		r.release()
-		return nil, os.NewSyscallError("read", r.err)
-	}
-	if r.n == 0 {
-		r.release()
-		return nil, io.EOF
-	}
-	return (*r.buf)[:r.n], nil
-}
-
-// readFD is called by the runtime poller whenever the socket may be
-// readable; it returns false to wait for the next readiness.
-//
-// It always tries the read, even after a read that left the socket empty:
-// RawRead clears the poller's readiness before calling it, so an edge that
-// came in since the last read is known only to the socket itself, and
-// waiting without reading would miss bytes already there until the next
-// edge, which may never come (TestNoMissedWakeupWhileWriting). Nor can the
-// skip be kept within one RawRead: a FIN queued behind the data is not
-// consumed by the read that returns the data, and its edge, merged with
-// the data's, is gone (TestNoMissedWakeupAtClose).
-func (r *blockReader) readFD(fd uintptr) bool {
-	if r.buf == nil {
-		r.buf = r.pool.get()
-	}
-	for {
-		n, err := rawRead(int(fd), *r.buf)
-		switch err {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			r.release()
-			return false
-		case nil:
-			r.n = n
-		default:
-			r.err = err
-		}
-		return true
-	}
-}
-
-func (r *blockReader) release() {
-	if r.buf != nil {
-		r.pool.put(r.buf)
-		r.buf = nil
-	}
-}
-
-// bufPool lends the buffers blocks are read into. It counts the buffers
-// out, so that tests can show an idle connection holds none.
-type bufPool struct {
-	pool sync.Pool // *[]byte of the block size
-	out  atomic.Int64
-}
-
-func newBufPool(size int) *bufPool {
-	p := &bufPool{}
-	p.pool.New = func() any { b := make([]byte, size); return &b }
-	return p
-}
-
-func (p *bufPool) get() *[]byte {
-	p.out.Add(1)
-	return p.pool.Get().(*[]byte)
-}
-
-func (p *bufPool) put(b *[]byte) {
-	p.out.Add(-1)
-	p.pool.Put(b)
 }

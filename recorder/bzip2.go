@@ -1,9 +1,5 @@
 package recorder
 
-import (
-	"io"
-)
-
 // bzip2Stage compresses a file into bzip2 streams: every segment, and every
 // flush, ends the stream it writes, and the next data starts a new one, so
 // the file is a sequence of complete streams that bzip2 -dc reads as one.
@@ -38,19 +34,4 @@ func (z *bzip2Stage) Close() error {
 func (z *bzip2Stage) newJob(in pending) *job {
 	z.wrote = true
 	return &job{in: in}
-}
-
-// bzip2Stream compresses a segment into one stream with a borrowed
-// encoder; it runs on the segment's goroutine.
-func (c *codecs) bzip2Stream(j *job) {
-	zw := c.getBzip2()
-	defer c.putBzip2(zw)
-	err := zw.Reset(j.out)
-	for i := range j.in.chunks {
-		_, e := zw.Write(j.in.piece(i))
-		keepFirst(&err, e)
-	}
-	keepFirst(&err, zw.Close())
-	keepFirst(&err, zw.Reset(io.Discard))
-	j.err = err
 }

@@ -2,7 +2,6 @@ package recorder
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"runtime"
 	"sync"
@@ -71,8 +70,6 @@ type codecs struct {
 	dicts   sync.Pool // *[window]byte, gzip histories
 	scratch sync.Pool // *[]byte, blocks gathered by framers
 }
-
-type chunk [chunkSize]byte
 
 func newCodecs(gzipLevel int) *codecs {
 	n := runtime.GOMAXPROCS(0)
@@ -146,98 +143,39 @@ func (c *codecs) buffer() *bytes.Buffer {
 	return b
 }
 
-// pendingBudget is codecs.budget. With 1,000 sessions each sending 1 MiB at
-// once through -z, it took the peak RSS from 1.0 GiB (no budget) to 560 MiB
-// (most of the rest is the sessions' read buffers), for 25 % more time.
-var pendingBudget int64 = 64 << 20 // tests lower it
-
-// pending holds the uncompressed bytes of a session not yet compressed, in
-// chunks borrowed from a pool and given back once compressed, and the
-// share of the budget reserved for them.
-type pending struct {
-	pool     *sync.Pool
-	budget   *semaphore.Weighted
-	chunks   []*chunk
-	n        int
-	reserved int64
-}
-
-func newPending(c *codecs) pending { return pending{pool: &c.chunks, budget: c.budget} }
-
-// tryReserve takes n bytes of the budget if they are free now.
-func (q *pending) tryReserve(n int) bool {
-	if !q.budget.TryAcquire(int64(n)) {
-		return false
+// deflate compresses a gzip segment with a borrowed compressor; it runs on
+// the segment's goroutine.
+func (c *codecs) deflate(j *job) {
+	fw := c.getFlate()
+	defer c.putFlate(fw)
+	if j.first {
+		j.out.Write(gzipHeader)
 	}
-	q.reserved += int64(n)
-	return true
-}
-
-// reserve waits for n bytes of the budget.
-func (q *pending) reserve(n int) {
-	q.budget.Acquire(context.Background(), int64(n))
-	q.reserved += int64(n)
-}
-
-func (q *pending) len() int { return q.n }
-
-// append copies p.
-func (q *pending) append(p []byte) {
-	for len(p) > 0 {
-		off := q.n % chunkSize
-		if off == 0 && q.n == len(q.chunks)*chunkSize {
-			q.chunks = append(q.chunks, q.pool.Get().(*chunk))
-		}
-		c := copy(q.chunks[len(q.chunks)-1][off:], p)
-		q.n += c
-		p = p[c:]
+	fw.ResetDict(j.out, j.dict)
+	var err error
+	for i := range j.in.chunks {
+		_, e := fw.Write(j.in.piece(i))
+		keepFirst(&err, e)
 	}
+	keepFirst(&err, fw.Flush())
+	// Let go of out and of the session's history before pooling fw.
+	fw.ResetDict(io.Discard, nil)
+	j.err = err
 }
 
-// piece returns the i-th stretch of pending bytes, for i < len(q.chunks).
-func (q *pending) piece(i int) []byte {
-	return q.chunks[i][:min(chunkSize, q.n-i*chunkSize)]
-}
-
-// reset gives the chunks and the reserved budget back.
-func (q *pending) reset() {
-	for i, c := range q.chunks {
-		q.pool.Put(c)
-		q.chunks[i] = nil
+// bzip2Stream compresses a segment into one stream with a borrowed
+// encoder; it runs on the segment's goroutine.
+func (c *codecs) bzip2Stream(j *job) {
+	zw := c.getBzip2()
+	defer c.putBzip2(zw)
+	err := zw.Reset(j.out)
+	for i := range j.in.chunks {
+		_, e := zw.Write(j.in.piece(i))
+		keepFirst(&err, e)
 	}
-	q.chunks = q.chunks[:0]
-	q.n = 0
-	if q.reserved > 0 {
-		q.budget.Release(q.reserved)
-		q.reserved = 0
-	}
-}
-
-// take adds p to the pending bytes of a stage within the budget, handing
-// what is pending to a segment (submit) whenever it reaches size. When the
-// budget is spent, the stage's own pending bytes go to a segment first, so
-// that it holds nothing it could not give back while it waits: each wait
-// ends once segments already out are compressed.
-func take(q *pending, p []byte, size int, submit func() error) error {
-	for len(p) > 0 {
-		n := min(len(p), chunkSize)
-		if !q.tryReserve(n) {
-			if q.len() > 0 {
-				if err := submit(); err != nil {
-					return err
-				}
-			}
-			q.reserve(n)
-		}
-		q.append(p[:n])
-		p = p[n:]
-		if q.len() >= size {
-			if err := submit(); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	keepFirst(&err, zw.Close())
+	keepFirst(&err, zw.Reset(io.Discard))
+	j.err = err
 }
 
 // keepFirst sets *err to e unless it holds an error already.

@@ -3,7 +3,6 @@ package recorder
 import (
 	"encoding/binary"
 	"hash/crc32"
-	"io"
 )
 
 // gzipStage compresses a file into one gzip member (RFC 1952). Pending data
@@ -72,26 +71,6 @@ func (z *gzipStage) newJob(in pending) *job {
 		z.dict = appendWindow(z.dict, b)
 	}
 	return j
-}
-
-// deflate compresses a gzip segment with a borrowed compressor; it runs on
-// the segment's goroutine.
-func (c *codecs) deflate(j *job) {
-	fw := c.getFlate()
-	defer c.putFlate(fw)
-	if j.first {
-		j.out.Write(gzipHeader)
-	}
-	fw.ResetDict(j.out, j.dict)
-	var err error
-	for i := range j.in.chunks {
-		_, e := fw.Write(j.in.piece(i))
-		keepFirst(&err, e)
-	}
-	keepFirst(&err, fw.Flush())
-	// Let go of out and of the session's history before pooling fw.
-	fw.ResetDict(io.Discard, nil)
-	j.err = err
 }
 
 // appendWindow appends b to the history d, keeping its last 32 KiB.

@@ -14,12 +14,15 @@ import (
 )
 
 // A stage is one link of a recorder's chain: printable filter → framer →
-// compressor → file. Write takes bytes for the file and never keeps or
-// modifies p. Flush pushes everything written so far into the file. Close
-// completes the stage (unless it failed before), releases what it holds
-// and closes the rest of the chain; it does not report again an error that
-// Write or Flush returned. All calls come from one goroutine at a time (the
-// recorder's lock).
+// compressor → file. Write takes bytes for the file and never modifies p;
+// the compressors copy what they keep, the file stage keeps nothing, and
+// the framer alone may hold on to p until the end of the block it belongs
+// to (see framer), which Recorder.Record's caller's block outlives. Flush
+// pushes everything written so far into the file. Close completes the
+// stage (unless it failed before), releases what it holds and closes the
+// rest of the chain; it does not report again an error that Write or Flush
+// returned. All calls come from one goroutine at a time (the recorder's
+// lock).
 type stage interface {
 	io.Writer
 	Flush() error
@@ -110,7 +113,10 @@ func (f *printable) Write(p []byte) (int, error) {
 // data (as often as the filter needs), end completes it. When the next
 // stage is the file, the framer gathers the whole block and hands it over
 // in one Write, so the block reaches the file with one write(2); otherwise
-// it passes every piece straight on.
+// it passes every piece straight on. Gathering keeps the block's first
+// piece by reference (direct) rather than copying it, and so keeps p until
+// end or abort: a block that arrives whole, the usual case, is never
+// copied.
 type framer struct {
 	next   stage
 	gather bool       // next is the file stage
