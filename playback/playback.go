@@ -3,7 +3,7 @@
 // written or cut short by a crash — and its blocks come out, each with its
 // direction, its time and its data. docs/format.md describes the format,
 // docs/reading.md the command built on this package, `ipprotd cat`. The
-// markers are recorder's constants; this package never spells them out.
+// markers are datafile's constants; this package never spells them out.
 //
 //	f, err := playback.Open(path) // decompresses by the name's extension
 //	if err != nil { ... }
