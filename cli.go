@@ -43,6 +43,7 @@ type serveCmd struct {
 	BufferSize     int           `short:"b" placeholder:"BYTES" default:"300000" group:"fwd" help:"Read, record and write at most BYTES as one block (default: ${default})."`
 	ConnectTimeout time.Duration `placeholder:"DURATION" default:"10s" group:"fwd" help:"Give up dialing the destination after DURATION (default: ${default})."`
 	IdleTimeout    time.Duration `placeholder:"DURATION" default:"0" group:"fwd" help:"End a connection idle for DURATION (default: never; database sessions idle for hours)."`
+	WriteTimeout   time.Duration `placeholder:"DURATION" default:"5m" group:"fwd" help:"End a connection whose client or destination has taken no byte for DURATION while ipprotd holds bytes for it; 0: never (default: ${default})."`
 	MaxConns       int           `placeholder:"N" default:"0" group:"fwd" help:"Refuse connections beyond N at once (default: no limit)."`
 
 	DataLog       pathArg       `short:"f" placeholder:"PREFIX" group:"rec" help:"Record each connection in its own file PREFIX_<yyyy-mm-dd_HHMMSS>_<n>_<client_ip>."`
@@ -60,6 +61,7 @@ type serveCmd struct {
 	PostCmd      commandArg    `short:"u" placeholder:"CMD" group:"post" help:"Run CMD after each recorded connection, with file, client IP and port, destination host and port as $1..$5."`
 	PostCmdTimes commandArg    `orig:"-uT" placeholder:"CMD" group:"post" help:"(-uT) Like -u, adding start, end, bytes received and bytes sent as $6..$9."`
 	PostJobs     int           `placeholder:"N" default:"4" group:"post" help:"Run at most N post-processing commands at once (default: ${default})."`
+	PostQueue    int           `placeholder:"N" default:"10000" group:"post" help:"Let at most N commands wait for their turn; a run beyond is not made and is logged with its file (default: ${default})."`
 	PostTimeout  time.Duration `placeholder:"DURATION" default:"0" group:"post" help:"End a post-processing command, with its process group, after DURATION (default: never)."`
 
 	ConnLog       pathArg `short:"c" placeholder:"FILE" group:"log" help:"Append one line per connection to FILE."`

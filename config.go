@@ -69,6 +69,8 @@ func (c *serveCmd) config() (*config, error) {
 		return nil, cmdline.Usagef("-t: %d is not a number of seconds (1 or more)", *c.StampInterval)
 	case c.ConnectTimeout <= 0:
 		return nil, cmdline.Usagef("--connect-timeout: %v must be positive", c.ConnectTimeout)
+	case c.WriteTimeout < 0:
+		return nil, cmdline.Usagef("--write-timeout: %v cannot be negative", c.WriteTimeout)
 	case c.IdleTimeout < 0:
 		return nil, cmdline.Usagef("--idle-timeout: %v cannot be negative", c.IdleTimeout)
 	case c.PostTimeout < 0:
@@ -79,6 +81,8 @@ func (c *serveCmd) config() (*config, error) {
 		return nil, cmdline.Usagef("--max-conns: %d cannot be negative", c.MaxConns)
 	case c.PostJobs < 1:
 		return nil, cmdline.Usagef("--post-jobs: %d must be 1 or more", c.PostJobs)
+	case c.PostQueue < 1:
+		return nil, cmdline.Usagef("--post-queue: %d must be 1 or more", c.PostQueue)
 	case c.FlushInterval <= 0:
 		return nil, cmdline.Usagef("--flush-interval: %v must be positive", c.FlushInterval)
 	case c.GzipLevel != nil && !c.Gzip:
@@ -138,7 +142,7 @@ func (c *serveCmd) config() (*config, error) {
 		if err := postproc.Check(cmd); err != nil {
 			return nil, cmdline.Usagef("%s: %v", opt, err)
 		}
-		cfg.post = &postproc.Config{Command: cmd, Times: times, Jobs: c.PostJobs, Timeout: c.PostTimeout}
+		cfg.post = &postproc.Config{Command: cmd, Times: times, Jobs: c.PostJobs, Queue: c.PostQueue, Timeout: c.PostTimeout}
 		cfg.postOpt = opt
 	}
 	cfg.proxy = proxy.Config{
@@ -148,6 +152,7 @@ func (c *serveCmd) config() (*config, error) {
 		BufferSize:            c.BufferSize,
 		ConnectTimeout:        c.ConnectTimeout,
 		IdleTimeout:           c.IdleTimeout,
+		WriteTimeout:          c.WriteTimeout,
 		MaxConns:              c.MaxConns,
 		ContinueOnRecordError: c.OnRecordError == "continue",
 	}

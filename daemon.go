@@ -120,6 +120,9 @@ func notifier() *readiness {
 	return &readiness{w: os.NewFile(uintptr(fd), "notify")}
 }
 
+// detached says whether this process was started by detach.
+func (r *readiness) detached() bool { return r.w != nil }
+
 // warn gives the starting process a line to print on its stderr.
 func (r *readiness) warn(msg string) {
 	if r.w != nil {
@@ -197,9 +200,10 @@ func claimPidFile(path string) (*pidFile, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, cmdline.Usagef("--pid-file: %v", err)
 	}
-	b, err := os.ReadFile(path)
+	b, err := readPidFile(path)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ELOOP):
+		// Nothing, or a symlink: write replaces it without following it.
 	case err != nil:
 		return nil, fmt.Errorf("--pid-file: %w", err)
 	default:
@@ -249,9 +253,28 @@ func (p *pidFile) write() error {
 	return nil
 }
 
+// readPidFile reads a pid file without following a symlink and without
+// waiting: a FIFO or anything else that is not a regular file is an
+// error, and at most 64 bytes are read.
+func readPidFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%v)", path, fi.Mode().Type())
+	}
+	return io.ReadAll(io.LimitReader(f, 64))
+}
+
 // remove deletes the pid file if it still names this process.
 func (p *pidFile) remove() {
-	b, err := os.ReadFile(p.path)
+	b, err := readPidFile(p.path)
 	if err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(p.pid) {
 		os.Remove(p.path)
 	}

@@ -96,6 +96,28 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 
 	ready := notifier()
 	defer func() { ready.fail(err) }()
+	// Descriptors this process inherited (a shell's exec 7>file, a
+	// caller's pipe) must not reach the hooks: every one is closed on exec.
+	closeOnExecInherited()
+	if ready.detached() {
+		// A daemon keeps no folder busy (and a relative path means nothing
+		// to it: every path was made absolute while parsing).
+		if err := os.Chdir("/"); err != nil {
+			return err
+		}
+	}
+
+	// Listening comes first: a port that cannot be bound leaves nothing
+	// behind, no folder created, no file opened.
+	ln, err := proxy.Listen(context.Background(), cfg.listenAddr)
+	if err != nil {
+		return fmt.Errorf("-p/--listen: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
 
 	dlog, err := openDaemonLog(cfg, stderr, ready)
 	if err != nil {
@@ -121,6 +143,7 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 		if rec, err = recorder.New(*cfg.record); err != nil {
 			return cmdline.Usagef("-f/--data-log: %v", err)
 		}
+		defer rec.Close()
 	}
 	var runner *postproc.Runner
 	if cfg.post != nil {
@@ -139,11 +162,6 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 		defer pid.remove()
 	}
 
-	ln, err := proxy.Listen(context.Background(), cfg.listenAddr)
-	if err != nil {
-		return fmt.Errorf("-p/--listen: %w", err)
-	}
-
 	pcfg := cfg.proxy
 	pcfg.Logger = logger
 	pcfg.OnEnd = connectionEnded(clog, cfg.connFormat, runner, logger)
@@ -153,8 +171,7 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 	srv := proxy.New(pcfg)
 
 	if pid != nil {
-		if err := pid.write(); err != nil {
-			ln.Close()
+		if err = pid.write(); err != nil {
 			return err
 		}
 	}
@@ -199,6 +216,8 @@ type lifecycle struct {
 	wg          sync.WaitGroup
 	mu          sync.Mutex
 	first       string // the signal that closed stop
+	reopening   bool   // a reopen runs
+	reopenAgain bool   // a SIGHUP came while it ran
 }
 
 // watchSignals turns signals into a lifecycle until close. reopen runs for
@@ -219,7 +238,7 @@ func (l *lifecycle) watch(signals <-chan os.Signal, reopen func(), logger *slog.
 			return
 		case s := <-signals:
 			if s == syscall.SIGHUP {
-				reopen()
+				l.reopenSoon(reopen)
 				continue
 			}
 			stops++
@@ -233,6 +252,36 @@ func (l *lifecycle) watch(signals <-chan os.Signal, reopen func(), logger *slog.
 				logger.Info("ending what remains now", "signal", s.String())
 				close(l.abort)
 			}
+		}
+	}
+}
+
+// reopenSoon runs reopen on a goroutine of its own, so that a reopen that
+// hangs (a file system that does not answer) never keeps the watch from
+// seeing the next signal. SIGHUPs that come while a reopen runs make one
+// more reopen after it, not one each.
+func (l *lifecycle) reopenSoon(reopen func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.reopening {
+		l.reopenAgain = true
+		return
+	}
+	l.reopening = true
+	l.wg.Add(1)
+	go l.reopenLoop(reopen)
+}
+
+func (l *lifecycle) reopenLoop(reopen func()) {
+	defer l.wg.Done()
+	for {
+		reopen()
+		l.mu.Lock()
+		again := l.reopenAgain
+		l.reopenAgain, l.reopening = false, again
+		l.mu.Unlock()
+		if !again {
+			return
 		}
 	}
 }

@@ -75,9 +75,9 @@ func init() {
 			func(e *Entry, v string) { e.Client = withAddr(e.Client, v) }},
 		{'p', func(dst []byte, f *proxy.Facts) []byte { return appendPort(dst, f.Client) }, portPattern,
 			func(e *Entry, v string) { e.Client = withPort(e.Client, v) }},
-		{'o', func(dst []byte, f *proxy.Facts) []byte { return appendIP(dst, f.Dest) }, `\S+`,
+		{'o', appendDestIP, `\S+`,
 			func(e *Entry, v string) { e.Dest = withAddr(e.Dest, v) }},
-		{'O', func(dst []byte, f *proxy.Facts) []byte { return appendPort(dst, f.Dest) }, portPattern,
+		{'O', appendDestPort, portPattern,
 			func(e *Entry, v string) { e.Dest = withPort(e.Dest, v) }},
 		{'r', func(dst []byte, f *proxy.Facts) []byte { return strconv.AppendInt(dst, f.BytesIn, 10) }, `\d+`,
 			func(e *Entry, v string) { e.BytesIn, _ = strconv.ParseInt(v, 10, 64) }},
@@ -236,6 +236,24 @@ func appendIP(dst []byte, ap netip.AddrPort) []byte {
 		return append(dst, '-')
 	}
 	return ap.Addr().Unmap().AppendTo(dst)
+}
+
+// appendDestIP renders the destination's address; for a connection whose
+// dial found no address to try (a name that did not resolve), the host as
+// configured, so that the line still names what was tried.
+func appendDestIP(dst []byte, f *proxy.Facts) []byte {
+	if !f.Dest.IsValid() && f.Outcome == proxy.ConnectFailed && f.OutHost != "" {
+		return append(dst, f.OutHost...)
+	}
+	return appendIP(dst, f.Dest)
+}
+
+// appendDestPort renders the destination's port, as appendDestIP does.
+func appendDestPort(dst []byte, f *proxy.Facts) []byte {
+	if !f.Dest.IsValid() && f.Outcome == proxy.ConnectFailed && f.OutPort != 0 {
+		return strconv.AppendUint(dst, uint64(f.OutPort), 10)
+	}
+	return appendPort(dst, f.Dest)
 }
 
 // appendPort renders the port of ap, or "-" where ap is not valid.

@@ -467,3 +467,25 @@ func appendWriteLoop(pb *testing.PB, f *Format, l *logfile.File, facts *proxy.Fa
 		}
 	}
 }
+
+// TestConnectFailedNamesDestination: %o %O of a connect-failed connection
+// name what was tried: the address, or the configured host where its name
+// did not resolve; only a connection rejected before any dial has "- -".
+func TestConnectFailedNamesDestination(t *testing.T) {
+	f, err := Compile("%x %o %O")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		facts proxy.Facts
+		want  string
+	}{
+		{proxy.Facts{Outcome: proxy.ConnectFailed, OutHost: "db.example", OutPort: 5432, Dest: netip.MustParseAddrPort("10.0.0.7:5432")}, "connect-failed 10.0.0.7 5432\n"},
+		{proxy.Facts{Outcome: proxy.ConnectFailed, OutHost: "db.example", OutPort: 5432}, "connect-failed db.example 5432\n"},
+		{proxy.Facts{Outcome: proxy.Rejected, OutHost: "db.example", OutPort: 5432}, "rejected - -\n"},
+	} {
+		if got := string(f.Append(nil, &tt.facts)); got != tt.want {
+			t.Errorf("got %q; want %q", got, tt.want)
+		}
+	}
+}

@@ -101,7 +101,8 @@ func TestDestinationDown(t *testing.T) {
 	if _, err := sendAndRead(d.addr(), []byte("SELECT 1;")); !isReset(err) {
 		t.Errorf("client: %v; want a reset", err)
 	}
-	if got, want := connLogLine(t, dir+"/conn.log", 1), "1 connect-failed - - 0 0 -"; got != want {
+	// The line names the destination that was tried (it once said "- -").
+	if got, want := connLogLine(t, dir+"/conn.log", 1), fmt.Sprintf("1 connect-failed 127.0.0.1 %d 0 0 -", down); got != want {
 		t.Errorf("log line %q; want %q", got, want)
 	}
 	if l := d.waitLog("connection", 1); len(l) != 1 || !strings.Contains(l[0], "connection refused") {

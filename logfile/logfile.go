@@ -22,8 +22,10 @@ import (
 )
 
 // openFlags never follow a planted symlink and always append, so several
-// daemons can share one log.
-const openFlags = os.O_WRONLY | os.O_APPEND | os.O_CREATE | unix.O_NOFOLLOW | unix.O_CLOEXEC
+// daemons can share one log. O_NONBLOCK makes the open of a FIFO planted
+// at the path fail at once instead of waiting for a reader (on the signal
+// goroutine, which then missed SIGTERM); a regular file ignores it.
+const openFlags = os.O_WRONLY | os.O_APPEND | os.O_CREATE | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NONBLOCK
 
 // File is an open log file. It is safe for concurrent use: Write, Reopen and
 // Close may be called from any goroutine. It owns its file until Close;
@@ -39,7 +41,8 @@ type File struct {
 }
 
 // Open opens the log at path for appending, creating it with mode 0640
-// (less the umask) where it does not exist. It refuses a symlink. what
+// (less the umask) where it does not exist. It refuses a symlink and
+// anything else that is not a regular file, without waiting. what
 // names the log in errors ("connection log"); every error names the path
 // too.
 func Open(path, what string) (*File, error) {
@@ -52,10 +55,20 @@ func Open(path, what string) (*File, error) {
 	return l, nil
 }
 
+// open opens the path, which must be a regular file (a FIFO or a device
+// at it is refused), or nothing.
 func (l *File) open() (*os.File, error) {
 	file, err := os.OpenFile(l.path, openFlags, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", l.what, err) // *PathError names the path
+	}
+	fi, err := file.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%v)", l.path, fi.Mode().Type())
+	}
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("%s: %w", l.what, err)
 	}
 	return file, nil
 }

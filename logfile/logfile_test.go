@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // openLog opens the log at path and closes it when the test ends.
@@ -379,5 +382,57 @@ func isClosed(c <-chan struct{}) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// TestOpenRefusesFIFO: a FIFO at the path is refused at once, at Open and
+// at Reopen; opening it once waited for a reader, on the goroutine that
+// must see the next signal.
+func TestOpenRefusesFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "conn.log")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Open(fifo, "connection log")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") && !errors.Is(err, unix.ENXIO) {
+			t.Errorf("Open of a FIFO: %v; want a refusal", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Open of a FIFO waits for a reader")
+	}
+
+	path := filepath.Join(dir, "real.log")
+	l := openLog(t, path)
+	os.Remove(path)
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- l.Reopen() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("Reopen onto a FIFO: nil error; want a refusal")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Reopen onto a FIFO waits for a reader")
+	}
+	// With a reader, the FIFO opens, and is still refused.
+	r, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := l.Reopen(); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("Reopen onto a FIFO with a reader: %v; want not a regular file", err)
+	}
+	if _, err := l.Write([]byte("still here\n")); err != nil {
+		t.Errorf("Write after refused reopens: %v", err)
 	}
 }

@@ -1,7 +1,6 @@
 package postproc
 
 import (
-	"github.com/ipprot/ipprot/internal/testkit"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ipprot/ipprot/internal/testkit"
 
 	"go.uber.org/goleak"
 

@@ -20,10 +20,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipprot/ipprot/datafile"
@@ -45,8 +47,11 @@ type Config struct {
 	// Jobs is the number of commands that may run at once. If zero, 4.
 	Jobs int
 
-	// Queue is the number of runs that may wait beyond Jobs; once it is
-	// reached, Enqueue waits for room. If zero, 10000.
+	// Queue is the number of runs that may wait beyond Jobs. A run that
+	// finds the queue full is not made: it is logged at error level with
+	// its connection and file (left in place for the operator) and
+	// counted; Enqueue never waits, so a slow hook never holds up the end
+	// of a session or a stop. If zero, 10000.
 	Queue int
 
 	// Timeout bounds each command; at its end the command's process group
@@ -100,19 +105,45 @@ type Runner struct {
 	abortCtx context.Context
 	abort    context.CancelCauseFunc
 
+	// startRetry is the longest wait between attempts to start a command
+	// that could not start for want of descriptors, processes or memory.
+	startRetry time.Duration
+	// start starts a command; tests replace it.
+	start func(*exec.Cmd) error
+
+	counts counters
+
 	mu        sync.Mutex
-	room      sync.Cond // broadcast when a run ends, a ticket is served or the queue is abandoned
-	waiting   []*run    // runs not yet started, first in first out
-	running   int       // runs started and not yet ended
-	workers   int       // goroutines taking runs from waiting
-	blocked   int       // Enqueue calls waiting for room
-	tickets   uint64    // handed to Enqueue calls that wait, in turn
-	served    uint64    // the ticket whose turn it is
-	draining  bool      // Shutdown began
-	abandoned bool      // Shutdown's ctx ended: nothing more starts
-	stopped   bool      // idle is closed: Enqueue runs nothing more
+	waiting   []*run // runs not yet started, first in first out
+	running   int    // runs started and not yet ended
+	workers   int    // goroutines taking runs from waiting
+	draining  bool   // Shutdown began
+	abandoned bool   // Shutdown's ctx ended: nothing more starts
+	stopped   bool   // idle is closed: Enqueue runs nothing more
 	idle      chan struct{}
 	wg        sync.WaitGroup // the workers
+}
+
+// counters count runs by how they ended.
+type counters struct {
+	ok, failed, notRun atomic.Int64
+}
+
+// Counts is what a Runner did so far: commands that exited 0, commands
+// that failed (a non-zero status, a signal, a timeout), and runs not made
+// (the queue was full, the command could not be started, or a stop gave
+// up on them), and the runs waiting now.
+type Counts struct {
+	OK, Failed, NotRun int64
+	Queued             int
+}
+
+// Counts returns what r did so far. It is safe to call at any time.
+func (r *Runner) Counts() Counts {
+	r.mu.Lock()
+	queued := len(r.waiting)
+	r.mu.Unlock()
+	return Counts{OK: r.counts.ok.Load(), Failed: r.counts.failed.Load(), NotRun: r.counts.notRun.Load(), Queued: queued}
 }
 
 // run is what one command needs, copied from the Facts.
@@ -178,10 +209,11 @@ func New(cfg Config) (*Runner, error) {
 	if r.grace == 0 {
 		r.grace = defaultGrace
 	}
+	r.startRetry = time.Second
+	r.start = (*exec.Cmd).Start
 	if err := checkWord(r.shell); err != nil {
 		return nil, fmt.Errorf("shell: %w", err)
 	}
-	r.room.L = &r.mu
 	r.abortCtx, r.abort = context.WithCancelCause(context.Background())
 	return r, nil
 }
@@ -202,11 +234,11 @@ next:
 }
 
 // Enqueue runs the command for the connection f, if it has a data file;
-// facts without one are ignored. It copies what it needs from f. It returns
-// at once while the queue has room; when the queue is full it logs a warning
-// and waits for room. After Shutdown began, runs are still accepted until
-// Shutdown's ctx ends; a run that will not be made is logged at error level
-// with its connection number and file.
+// facts without one are ignored. It copies what it needs from f and never
+// waits: a run that finds the queue full (Config.Queue runs waiting) is
+// not made, and is logged at error level with its connection number and
+// file, as is a run handed in after Shutdown gave up. After Shutdown
+// began, runs are still accepted until Shutdown's ctx ends.
 func (r *Runner) Enqueue(f *proxy.Facts) {
 	if f == nil || f.File == "" {
 		return
@@ -214,14 +246,16 @@ func (r *Runner) Enqueue(f *proxy.Facts) {
 	j := r.newRun(f)
 
 	r.mu.Lock()
-	if r.full() || r.blocked > 0 {
-		r.waitForRoom(j)
+	var reason string
+	switch {
+	case r.abandoned:
+		reason = "shutdown deadline passed"
+	case r.stopped:
+		reason = "post-processing stopped"
+	case len(r.waiting)+r.running >= r.jobs+r.queue:
+		reason = fmt.Sprintf("queue full (%d waiting, --post-queue)", len(r.waiting))
 	}
-	if r.stopped || r.abandoned {
-		reason := "post-processing stopped"
-		if r.abandoned {
-			reason = "shutdown deadline passed"
-		}
+	if reason != "" {
 		r.mu.Unlock()
 		r.logNotRun(j, reason)
 		return
@@ -233,31 +267,6 @@ func (r *Runner) Enqueue(f *proxy.Facts) {
 		go r.work()
 	}
 	r.mu.Unlock()
-}
-
-// waitForRoom waits until there is room for j and the callers that waited
-// before it went first. It logs one warning while the queue stays full, not
-// one per connection. r.mu is held.
-func (r *Runner) waitForRoom(j *run) {
-	ticket := r.tickets
-	r.tickets++
-	r.blocked++
-	if r.blocked == 1 {
-		r.mu.Unlock()
-		r.log.Warn("post-cmd queue full, waiting for room", "conn", j.conn, "queue", r.queue)
-		r.mu.Lock()
-	}
-	for r.full() || ticket != r.served {
-		r.room.Wait()
-	}
-	r.served++
-	r.blocked--
-	r.room.Broadcast() // the next ticket may be good now
-}
-
-// full reports whether a new run must wait for room. r.mu is held.
-func (r *Runner) full() bool {
-	return !r.stopped && !r.abandoned && len(r.waiting)+r.running >= r.jobs+r.queue
 }
 
 // newRun copies the facts of f into a run.
@@ -332,11 +341,10 @@ func (r *Runner) next() *run {
 	return j
 }
 
-// done records the end of a run and makes room for a waiting Enqueue.
+// done records the end of a run.
 func (r *Runner) done() {
 	r.mu.Lock()
 	r.running--
-	r.room.Broadcast()
 	r.mu.Unlock()
 }
 
@@ -346,7 +354,6 @@ func (r *Runner) checkIdle() {
 	if r.draining && r.workers == 0 && !r.stopped {
 		r.stopped = true
 		close(r.idle)
-		r.room.Broadcast()
 	}
 }
 
@@ -380,7 +387,6 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 	r.abandoned = true
 	unrun := r.waiting
 	r.waiting = nil
-	r.room.Broadcast()
 	r.mu.Unlock()
 	r.abort(errShutdown)
 	for _, j := range unrun {
@@ -392,7 +398,8 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 }
 
 // logNotRun says that j's command will not run, with what the operator
-// needs to run it by hand.
+// needs to run it by hand, and counts it.
 func (r *Runner) logNotRun(j *run, reason string) {
+	r.counts.notRun.Add(1)
 	r.log.Error("post-cmd not run", "conn", j.conn, "file", j.file, "reason", reason)
 }

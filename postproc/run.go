@@ -3,6 +3,7 @@ package postproc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -17,7 +18,30 @@ func (r *Runner) execute(j *run) {
 	ctx, cancel := r.runContext()
 	defer cancel()
 
-	out := newOutput(r.log, j.conn)
+	if context.Cause(ctx) == errShutdown {
+		// Taken from the queue just as Shutdown gave up.
+		r.logNotRun(j, "shutdown deadline passed")
+		return
+	}
+	cmd, out, err := r.startCmd(ctx, j)
+	if err != nil {
+		r.logNotRun(j, "cannot start: "+err.Error())
+		return
+	}
+	start := r.now()
+	r.log.Debug("post-cmd started", "conn", j.conn, "pid", cmd.Process.Pid)
+	awaitExit(cmd.Process.Pid)
+	// The leader has exited but is not reaped yet, so its pid, the group's
+	// id, cannot have been reused: whatever is left in the group goes too.
+	_ = signalGroup(cmd.Process.Pid, syscall.SIGKILL)
+	err = cmd.Wait()
+	out.flush()
+	r.logExit(j, cmd.ProcessState, err, context.Cause(ctx), r.now().Sub(start))
+}
+
+// command returns the command of j, in a process group of its own, its
+// output going to out.
+func (r *Runner) command(ctx context.Context, j *run, out *output) *exec.Cmd {
 	args := append([]string{"-c", r.script, "ipprotd"}, j.params...)
 	cmd := exec.CommandContext(ctx, r.shell, args...)
 	cmd.Env = append(r.env[:len(r.env):len(r.env)], j.env...)
@@ -28,25 +52,40 @@ func (r *Runner) execute(j *run) {
 	// After Grace, exec kills the group's leader and closes the output
 	// pipes should a process outside the group still hold them.
 	cmd.WaitDelay = r.grace
+	return cmd
+}
 
-	if context.Cause(ctx) == errShutdown {
-		// Taken from the queue just as Shutdown gave up.
-		r.logNotRun(j, "shutdown deadline passed")
-		return
+// startCmd starts j's command. A start that fails for want of
+// descriptors, processes or memory (EMFILE, ENFILE, EAGAIN, ENOMEM: the
+// daemon is under load) is tried again with a back-off of up to
+// r.startRetry, as the accept loop does, until it starts or ctx ends (the
+// run's timeout, or a stop that gave up); other failures are final.
+func (r *Runner) startCmd(ctx context.Context, j *run) (*exec.Cmd, *output, error) {
+	var wait time.Duration
+	for {
+		out := newOutput(r.log, j.conn)
+		cmd := r.command(ctx, j, out)
+		err := r.start(cmd)
+		if err == nil || !temporary(err) {
+			return cmd, out, err
+		}
+		if wait == 0 {
+			r.log.Warn("post-cmd cannot start yet, retrying", "conn", j.conn, "err", err)
+		}
+		wait = min(max(2*wait, 10*time.Millisecond), r.startRetry)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("%w; gave up: %v", err, context.Cause(ctx))
+		}
 	}
-	start := r.now()
-	if err := cmd.Start(); err != nil {
-		r.log.Error("post-cmd start failed", "conn", j.conn, "file", j.file, "err", err)
-		return
-	}
-	r.log.Debug("post-cmd started", "conn", j.conn, "pid", cmd.Process.Pid)
-	awaitExit(cmd.Process.Pid)
-	// The leader has exited but is not reaped yet, so its pid, the group's
-	// id, cannot have been reused: whatever is left in the group goes too.
-	_ = signalGroup(cmd.Process.Pid, syscall.SIGKILL)
-	err := cmd.Wait()
-	out.flush()
-	r.logExit(j, cmd.ProcessState, err, context.Cause(ctx), r.now().Sub(start))
+}
+
+// temporary reports whether a start failed for want of a resource that
+// comes back: descriptors, processes, memory.
+func temporary(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOMEM)
 }
 
 // runContext returns the context of one run: cancelled with errShutdown
@@ -93,7 +132,10 @@ func (r *Runner) logExit(j *run, state *os.ProcessState, err, cause error, d tim
 	}
 	attrs = append(attrs, "duration", d.Round(time.Millisecond).String())
 	level := slog.LevelInfo
-	if !state.Success() || err != nil {
+	if state.Success() && err == nil {
+		r.counts.ok.Add(1)
+	} else {
+		r.counts.failed.Add(1)
 		level = slog.LevelWarn
 		attrs = append(attrs, "file", j.file)
 		var exitErr *exec.ExitError

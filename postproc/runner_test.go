@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -307,85 +309,128 @@ func TestShutdownDeadline(t *testing.T) {
 	}
 }
 
-// blockedCallers returns the number of Enqueue calls waiting for room.
-func blockedCallers(r *Runner) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.blocked
-}
-
+// TestQueueFull: runs beyond Jobs + Queue are not made, each logged with
+// its file and counted, and Enqueue never waits (a hook slower than the
+// connection rate once held up the end of every session and, with it, the
+// stop: the daemon could not be stopped and its memory grew).
 func TestQueueFull(t *testing.T) {
 	dir := t.TempDir()
 	hook := writeHook(t, dir, "hook", gateHook)
-	r, log := newRunner(t, Config{Command: quote(hook), Jobs: 1, Queue: 1})
-	r.Enqueue(facts(t, 1, filepath.Join(dir, "data.1"))) // runs
-	r.Enqueue(facts(t, 2, filepath.Join(dir, "data.2"))) // waits in the queue
-
-	// Three more callers wait for room, one after the other.
-	var dones []chan struct{}
-	for n := uint64(3); n <= 5; n++ {
+	r, log := newRunner(t, Config{Command: quote(hook), Jobs: 1, Queue: 2})
+	for n := uint64(1); n <= 6; n++ {
 		done := make(chan struct{})
-		dones = append(dones, done)
 		go enqueueTo(r, facts(t, n, filepath.Join(dir, "data."+itoa(n))), done)
-		waitFor(t, "Enqueue to wait", func() bool { return blockedCallers(r) == int(n-2) })
-	}
-	for i, done := range dones {
 		select {
 		case <-done:
-			t.Fatalf("Enqueue of connection %d returned while the queue was full", i+3)
-		default:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("Enqueue of connection %d did not return", n)
+		}
+		if n == 1 {
+			waitFor(t, "the first run to start", func() bool { return exists(filepath.Join(dir, "started.1")) })
 		}
 	}
-	// One warning, not one per caller.
-	want := []string{`level=WARN msg="post-cmd queue full, waiting for room" conn=3 queue=1`}
-	if got := log.lines("queue full"); !slices.Equal(got, want) {
-		t.Errorf("got %q; want %q", got, want)
+	for n := 4; n <= 6; n++ {
+		want := []string{fmt.Sprintf(`level=ERROR msg="post-cmd not run" conn=%d file=%s/data.%d reason="queue full (2 waiting, --post-queue)"`, n, dir, n)}
+		if got := log.lines("not run", fmt.Sprintf("conn=%d ", n)); !slices.Equal(got, want) {
+			t.Errorf("got %q; want %q", got, want)
+		}
 	}
-
+	if c := r.Counts(); c.NotRun != 3 || c.Queued != 2 {
+		t.Errorf("counts %+v; want 3 not run, 2 queued", c)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "release"), nil, 0o644); err != nil {
 		t.Fatal(err)
-	}
-	for _, done := range dones {
-		<-done
 	}
 	if err := r.Shutdown(context.Background()); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	// Callers that waited got in in the order they came.
 	b, err := os.ReadFile(filepath.Join(dir, "order"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := string(b), "1\n2\n3\n4\n5\n"; got != want {
+	if got, want := string(b), "1\n2\n3\n"; got != want {
 		t.Errorf("got start order %q; want %q", got, want)
+	}
+	if c := r.Counts(); c.OK != 3 || c.Failed != 0 || c.NotRun != 3 || c.Queued != 0 {
+		t.Errorf("counts %+v; want 3 ok, 3 not run", c)
 	}
 }
 
+// TestQueueFullDeadline: a stop that gives up names every run not made.
 func TestQueueFullDeadline(t *testing.T) {
 	dir := t.TempDir()
 	hook := writeHook(t, dir, "hook", gateHook)
 	r, log := newRunner(t, Config{Command: quote(hook), Jobs: 1, Queue: 1, Grace: 300 * time.Millisecond})
 	r.Enqueue(facts(t, 1, filepath.Join(dir, "data.1")))
 	r.Enqueue(facts(t, 2, filepath.Join(dir, "data.2")))
-	done := make(chan struct{})
-	go enqueueTo(r, facts(t, 3, filepath.Join(dir, "data.3")), done)
-	waitFor(t, "Enqueue to wait", func() bool { return blockedCallers(r) == 1 })
+	r.Enqueue(facts(t, 3, filepath.Join(dir, "data.3"))) // over the queue
+	waitFor(t, "the first run to start", func() bool { return exists(filepath.Join(dir, "started.1")) })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := r.Shutdown(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Shutdown: got %v; want %v", err, context.Canceled)
 	}
-	// The waiting caller is let go; its run is reported, not made.
-	<-done
-	for n := 2; n <= 3; n++ {
-		want := []string{fmt.Sprintf(`level=ERROR msg="post-cmd not run" conn=%d file=%s/data.%d reason="shutdown deadline passed"`, n, dir, n)}
+	for n, reason := range map[int]string{2: `"shutdown deadline passed"`, 3: `"queue full (1 waiting, --post-queue)"`} {
+		want := []string{fmt.Sprintf(`level=ERROR msg="post-cmd not run" conn=%d file=%s/data.%d reason=%s`, n, dir, n, reason)}
 		if got := log.lines("not run", fmt.Sprintf("conn=%d ", n)); !slices.Equal(got, want) {
 			t.Errorf("got %q; want %q", got, want)
 		}
 	}
 	if got := log.lines(`msg="post-cmd exited" conn=1 status=-1 signal=terminated reason=shutdown`); len(got) != 1 {
 		t.Errorf("got %q; want the first command ended by the shutdown", got)
+	}
+}
+
+// TestStartRetried: a command that cannot start for want of descriptors
+// is started again with a back-off, and runs (such runs were once dropped
+// for good); one that cannot start for another reason is not retried.
+func TestStartRetried(t *testing.T) {
+	dir := t.TempDir()
+	r, log := newRunner(t, Config{Command: `: > "$1.ran"`})
+	r.startRetry = 20 * time.Millisecond
+	var tries atomic.Int32
+	r.start = func(c *exec.Cmd) error {
+		if tries.Add(1) <= 3 {
+			return &os.PathError{Op: "fork/exec", Path: c.Path, Err: syscall.EMFILE}
+		}
+		return c.Start()
+	}
+	file := filepath.Join(dir, "data")
+	r.Enqueue(facts(t, 9, file))
+	if err := r.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if !exists(file+".ran") || tries.Load() != 4 {
+		t.Errorf("ran %v after %d tries; want a run after 4", exists(file+".ran"), tries.Load())
+	}
+	want := []string{`level=WARN msg="post-cmd cannot start yet, retrying" conn=9 err="fork/exec /bin/sh: too many open files"`}
+	if got := log.lines("retrying"); !slices.Equal(got, want) {
+		t.Errorf("got %q; want %q", got, want)
+	}
+	if c := r.Counts(); c.OK != 1 || c.NotRun != 0 {
+		t.Errorf("counts %+v; want 1 ok", c)
+	}
+}
+
+// TestStartRetryGivesUpAtStop: a stop that gives up ends the retrying and
+// names the run as not made.
+func TestStartRetryGivesUpAtStop(t *testing.T) {
+	dir := t.TempDir()
+	r, log := newRunner(t, Config{Command: "true"})
+	r.startRetry = 10 * time.Millisecond
+	r.start = func(c *exec.Cmd) error { return &os.PathError{Op: "fork/exec", Path: c.Path, Err: syscall.EMFILE} }
+	file := filepath.Join(dir, "data")
+	r.Enqueue(facts(t, 3, file))
+	waitFor(t, "a retry", func() bool { return len(log.lines("retrying")) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := r.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: got %v; want the deadline", err)
+	}
+	want := []string{`level=ERROR msg="post-cmd not run" conn=3 file=` + file + ` reason="cannot start: fork/exec /bin/sh: too many open files; gave up: shutdown"`}
+	if got := log.lines("not run"); !slices.Equal(got, want) {
+		t.Errorf("got %q; want %q", got, want)
 	}
 }
 
@@ -501,8 +546,8 @@ func TestStartFailure(t *testing.T) {
 	if err := r.Shutdown(context.Background()); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	want := `level=ERROR msg="post-cmd start failed" conn=4 file=` + file +
-		` err="fork/exec ` + shell + `: no such file or directory"` + "\n"
+	want := `level=ERROR msg="post-cmd not run" conn=4 file=` + file +
+		` reason="cannot start: fork/exec ` + shell + `: no such file or directory"` + "\n"
 	if got := log.String(); got != want {
 		t.Errorf("got log %q; want %q", got, want)
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ipprot/ipprot/internal/testkit"
 )
 
 func TestParseAllow(t *testing.T) {
@@ -196,5 +198,59 @@ func TestNotAllowedBeforeMaxConns(t *testing.T) {
 	}
 	if f := h.wait(); f.Outcome != Rejected || !errors.Is(f.Err, errNotAllow) {
 		t.Errorf("outcome %v (%v); want rejected as not allowed", f.Outcome, f.Err)
+	}
+}
+
+// TestRejectedLogRateLimited: a client outside the allow-list that
+// connects in a loop gets every connection rejected and reported (the
+// connection log has a line each), but the daemon's log has one line per
+// address per period, not one per connection (20,000 rejections once
+// wrote 3.6 MB to it in 2 s).
+func TestRejectedLogRateLimited(t *testing.T) {
+	var log testkit.SyncBuffer
+	h := newHarness(t, "tcp4", Config{
+		Allow:  NewAllowList(netip.MustParsePrefix("10.0.0.0/8")),
+		Logger: slog.New(slog.NewTextHandler(&log, nil)),
+	})
+	for range 50 {
+		h.expectReset()
+		if f := h.wait(); f.Outcome != Rejected {
+			t.Fatalf("outcome %v; want rejected", f.Outcome)
+		}
+	}
+	if n := strings.Count(log.String(), "msg=connection"); n != 1 {
+		t.Errorf("%d log lines about the 50 rejections; want 1:\n%s", n, log.String())
+	}
+}
+
+// TestRejectLog: one line per address per period, the next saying how many
+// went unlogged; other addresses are not held back; the memory is bounded.
+func TestRejectLog(t *testing.T) {
+	var l rejectLog
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	steps := []struct {
+		addr     netip.Addr
+		at       time.Duration
+		log      bool
+		unlogged int
+	}{
+		{a, 0, true, 0},
+		{a, time.Second, false, 0},
+		{b, time.Second, true, 0},
+		{a, 9 * time.Second, false, 0},
+		{a, 10 * time.Second, true, 2},
+		{a, 11 * time.Second, false, 0},
+		{b, 30 * time.Second, true, 0},
+	}
+	for i, s := range steps {
+		if log, unlogged := l.note(s.addr, s.at); log != s.log || unlogged != s.unlogged {
+			t.Errorf("step %d: got %v, %d; want %v, %d", i, log, unlogged, s.log, s.unlogged)
+		}
+	}
+	for i := range 3 * rejectAddrs {
+		l.note(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 40*time.Second)
+	}
+	if n := len(l.addrs); n > rejectAddrs {
+		t.Errorf("%d addresses remembered; want at most %d", n, rejectAddrs)
 	}
 }

@@ -1,16 +1,27 @@
 package proxy
 
 import (
+	"net/netip"
 	"syscall"
 	"testing"
 )
 
+// TestConnectFailed: a refused dial ends the connection as connect-failed,
+// naming the address it tried; a name that does not resolve leaves the
+// destination zero.
 func TestConnectFailed(t *testing.T) {
-	h := newHarness(t, "tcp4", Config{OutHost: "127.0.0.1", OutPort: refusedPort(t)})
+	port := refusedPort(t)
+	h := newHarness(t, "tcp4", Config{OutHost: "127.0.0.1", OutPort: port})
 	h.expectReset()
 	f := h.wait()
-	if f.Outcome != ConnectFailed || f.Err == nil || f.Dest.IsValid() {
-		t.Errorf("outcome %v (%v), dest %v; want connect-failed with a reason and no destination", f.Outcome, f.Err, f.Dest)
+	if want := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port); f.Outcome != ConnectFailed || f.Err == nil || f.Dest != want {
+		t.Errorf("outcome %v (%v), dest %v; want connect-failed with a reason, dest %v", f.Outcome, f.Err, f.Dest, want)
+	}
+
+	h = newHarness(t, "tcp4", Config{OutHost: "no-such-host.invalid", OutPort: port})
+	h.expectReset()
+	if f := h.wait(); f.Outcome != ConnectFailed || f.Dest.IsValid() || f.OutHost != "no-such-host.invalid" {
+		t.Errorf("outcome %v, dest %v, host %q; want connect-failed, no address, the host", f.Outcome, f.Dest, f.OutHost)
 	}
 }
 

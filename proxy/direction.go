@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/ipprot/ipprot/datafile"
+	"golang.org/x/sys/unix"
 )
 
 // A direction's path, in the order of this file: step reads a block
@@ -45,11 +47,25 @@ type direction struct {
 	parkAt   time.Time // the read deadline set to notice idleness
 	noPark   bool      // parking failed once: wait on the goroutine
 
-	// The block being written (write, writeFD).
+	// The block being written (write, writeFD). wbuf is the block, or,
+	// once a write blocked, a copy of what was left of it; wn counts the
+	// bytes of wbuf written, wrote all bytes of the block written.
 	wbuf    []byte
 	wn      int
+	wrote   int
 	werr    error
 	writeFn func(fd uintptr) bool // d.writeFD, bound once
+	// blocked says that dst did not take the current block at once; the
+	// read buffer is given back then, and the write deadline set.
+	blocked  bool
+	deadline bool // a write deadline is set on dst
+	// slow counts down the reads that stay small (slowRead bytes) after
+	// dst blocked a write: a peer that stopped reading pins at most that
+	// much, not a -b block.
+	slow int
+	// bulk says that the last read filled at least bulkRead bytes: the
+	// next read is capped at what dst can take (dstRoom).
+	bulk bool
 
 	mu    sync.Mutex // guards state and parkID against the parker and cancel
 	state dirState
@@ -110,10 +126,19 @@ func (d *direction) run() {
 	}
 }
 
+// After dst blocked a write, the next slowReads reads take at most
+// slowRead bytes; a read of bulkRead bytes or more makes the next one ask
+// dst how much it can take.
+const (
+	slowRead  = 16 << 10
+	slowReads = 8
+	bulkRead  = 64 << 10
+)
+
 // step moves one block, or returns why it could not.
 func (d *direction) step() error {
 	d.armPark()
-	p, err := d.br.read()
+	p, err := d.br.read(d.readLimit())
 	switch {
 	case err == nil:
 	case err == io.EOF:
@@ -124,6 +149,7 @@ func (d *direction) step() error {
 		return fmt.Errorf("read from %s: %w", d.ss.side(d.src), err)
 	}
 	d.ss.touch()
+	d.bulk = len(p) >= bulkRead
 	if d.dir == datafile.In {
 		*d.count += int64(len(p))
 	}
@@ -144,19 +170,70 @@ func (d *direction) step() error {
 	return nil
 }
 
+// readLimit is the most the next read may take: the whole buffer, or
+// less where dst is known to be slow or nearly full.
+func (d *direction) readLimit() int {
+	limit := d.ss.srv.cfg.BufferSize
+	if d.slow > 0 {
+		d.slow--
+		limit = min(limit, slowRead)
+	}
+	if d.bulk {
+		limit = min(limit, max(d.dstRoom(), slowRead))
+	}
+	return limit
+}
+
+// dstRoom estimates the bytes dst's send buffer can take now: half its
+// size (the rest is the kernel's overhead) less what is queued in it.
+// MaxInt where the socket cannot tell.
+func (d *direction) dstRoom() int {
+	room := math.MaxInt
+	d.dstRaw.Control(func(fd uintptr) {
+		size, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+		if err != nil {
+			return
+		}
+		queued, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+		if err != nil {
+			return
+		}
+		room = max(size/2-queued, 0)
+	})
+	return room
+}
+
 // write writes p whole to dst and returns how much it wrote. Every piece
 // the socket takes counts as activity for the idle timeout, so a slow but
 // steady reader is not taken for an idle one.
+//
+// When dst cannot take the block at once, what is left of it is copied
+// and the read buffer given back, so that a peer that stops reading pins
+// only the bytes it has not taken; a write deadline (Config.WriteTimeout)
+// then ends the session if the peer takes nothing for that long.
 func (d *direction) write(p []byte) (int, error) {
-	d.wbuf, d.wn, d.werr = p, 0, nil
+	d.wbuf, d.wn, d.wrote, d.werr, d.blocked = p, 0, 0, nil, false
 	err := d.dstRaw.Write(d.writeFn)
-	n := d.wn
+	n := d.wrote
 	if err == nil && d.werr != nil {
 		err = os.NewSyscallError("write", d.werr)
+	}
+	if d.deadline {
+		d.deadline = false
+		d.dst.SetWriteDeadline(time.Time{})
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("%w: it took no byte for %v (--write-timeout)", errStalled, d.ss.srv.cfg.WriteTimeout)
+		}
+	}
+	if d.blocked {
+		d.slow = slowReads
 	}
 	d.wbuf = nil // p goes back to the pool
 	return n, err
 }
+
+// errStalled is the reason a session ends when a peer stops reading.
+var errStalled = errors.New("stalled")
 
 // writeFD writes what is left of the block; it returns false to wait for
 // the socket to become writable.
@@ -166,9 +243,14 @@ func (d *direction) writeFD(fd uintptr) bool {
 		switch err {
 		case nil:
 			d.wn += n
+			d.wrote += n
 			d.ss.touch()
+			if d.deadline {
+				d.armWriteDeadline()
+			}
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			d.stall()
 			return false
 		default:
 			d.werr = err
@@ -178,15 +260,37 @@ func (d *direction) writeFD(fd uintptr) bool {
 	return true
 }
 
+// stall is called when dst cannot take the rest of the block now: the
+// rest moves to a buffer of its own size and the read buffer goes back to
+// the pool; the write deadline starts.
+func (d *direction) stall() {
+	if !d.blocked {
+		d.blocked = true
+		rest := make([]byte, len(d.wbuf)-d.wn)
+		copy(rest, d.wbuf[d.wn:])
+		d.wbuf, d.wn = rest, 0
+		d.br.release()
+	}
+	if d.ss.srv.cfg.WriteTimeout > 0 && !d.deadline {
+		d.deadline = true
+		d.armWriteDeadline()
+	}
+}
+
+func (d *direction) armWriteDeadline() {
+	d.dst.SetWriteDeadline(time.Now().Add(d.ss.srv.cfg.WriteTimeout))
+}
+
 // blockReader reads a socket into buffers of a pool, taking one only when
 // the socket is readable, so an idle connection holds no buffer.
 type blockReader struct {
-	rc   syscall.RawConn
-	pool *bufPool
-	buf  *[]byte
-	n    int
-	err  error
-	fn   func(fd uintptr) bool // r.readFD, bound once
+	rc    syscall.RawConn
+	pool  *bufPool
+	buf   *[]byte
+	limit int
+	n     int
+	err   error
+	fn    func(fd uintptr) bool // r.readFD, bound once
 }
 
 func (r *blockReader) init(rc syscall.RawConn, pool *bufPool) {
@@ -194,9 +298,10 @@ func (r *blockReader) init(rc syscall.RawConn, pool *bufPool) {
 	r.fn = r.readFD
 }
 
-// read returns the next block, valid until release, or io.EOF at the end.
-func (r *blockReader) read() ([]byte, error) {
-	r.n, r.err = 0, nil
+// read returns the next block of at most limit bytes, valid until
+// release, or io.EOF at the end.
+func (r *blockReader) read(limit int) ([]byte, error) {
+	r.n, r.err, r.limit = 0, nil, limit
 	if err := r.rc.Read(r.fn); err != nil {
 		r.release()
 		return nil, err
@@ -228,7 +333,7 @@ func (r *blockReader) readFD(fd uintptr) bool {
 		r.buf = r.pool.get()
 	}
 	for {
-		n, err := rawRead(int(fd), *r.buf)
+		n, err := rawRead(int(fd), (*r.buf)[:min(r.limit, len(*r.buf))])
 		switch err {
 		case syscall.EINTR:
 			continue

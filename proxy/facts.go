@@ -35,13 +35,16 @@ func (o Outcome) String() string {
 // Facts describes one accepted connection once it has ended. The proxy hands
 // it to Config.OnEnd after the data file is closed; it is not modified after.
 type Facts struct {
-	N       uint64         // the connection's number in this process, from 1
-	Start   time.Time      // when it was accepted
-	End     time.Time      // when it ended
-	Client  netip.AddrPort // the establisher, IPv4-mapped addresses unmapped
-	Dest    netip.AddrPort // the dialed destination; zero if none was dialed
-	OutHost string         // the destination host as configured (a name or an address)
-	OutPort uint16         // the destination port as configured
+	N      uint64         // the connection's number in this process, from 1
+	Start  time.Time      // when it was accepted
+	End    time.Time      // when it ended
+	Client netip.AddrPort // the establisher, IPv4-mapped addresses unmapped
+	// Dest is the destination dialed; for ConnectFailed, the address the
+	// dial tried last; zero if no address was tried (the client was
+	// rejected, or the destination's name did not resolve).
+	Dest    netip.AddrPort
+	OutHost string // the destination host as configured (a name or an address)
+	OutPort uint16 // the destination port as configured
 	// BytesIn is the number of bytes received from the establisher, also
 	// those an early end kept from reaching the destination.
 	BytesIn int64

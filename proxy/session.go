@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ipprot/ipprot/datafile"
@@ -193,8 +195,11 @@ func (ss *session) dial() error {
 	addr := JoinHostPort(s.cfg.OutHost, s.cfg.OutPort)
 	ctx, cancel := context.WithTimeout(s.abortCtx, s.cfg.ConnectTimeout)
 	defer cancel()
-	c, err := s.dial(ctx, "tcp", addr)
+	var tried attempts
+	c, err := s.dial(context.WithValue(ctx, attemptsKey{}, &tried), "tcp", addr)
 	if err != nil {
+		// The connection log names the destination that was tried.
+		ss.facts.Dest = tried.last()
 		if cause := context.Cause(s.abortCtx); cause != nil {
 			return cause
 		}
@@ -367,4 +372,33 @@ func addrPort(a net.Addr) netip.AddrPort {
 	}
 	ap := ta.AddrPort()
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// attempts is the address a dial tried last, noted by the dialer's
+// Control for each connection it attempts (in parallel where a name has
+// IPv4 and IPv6 addresses).
+type attempts struct {
+	mu   sync.Mutex
+	addr netip.AddrPort
+}
+
+type attemptsKey struct{}
+
+func (a *attempts) last() netip.AddrPort {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.addr
+}
+
+// noteAttempt is the default dialer's ControlContext: it notes address,
+// the attempt about to be made, in the dial's attempts.
+func noteAttempt(ctx context.Context, _, address string, _ syscall.RawConn) error {
+	if a, ok := ctx.Value(attemptsKey{}).(*attempts); ok {
+		if ap, err := netip.ParseAddrPort(address); err == nil {
+			a.mu.Lock()
+			a.addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			a.mu.Unlock()
+		}
+	}
+	return nil
 }

@@ -48,6 +48,7 @@ func BenchmarkRecord(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				b.Cleanup(func() { o.Close() })
 				var r *Recorder
 				var written int
 				open := func() {

@@ -133,6 +133,7 @@ func TestIdleFlush(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { o.Close() })
 			r, err := o.Open(Conn{N: 1, Start: t0})
 			if err != nil {
 				t.Fatal(err)
@@ -185,6 +186,7 @@ func TestSegments(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { o.Close() })
 			r, err := o.Open(Conn{N: 1, Start: t0})
 			if err != nil {
 				t.Fatal(err)
@@ -228,6 +230,7 @@ func TestTimedFlush(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { o.Close() })
 			r, err := o.Open(Conn{N: 1, Start: t0})
 			if err != nil {
 				t.Fatal(err)
@@ -291,6 +294,7 @@ func FuzzRoundTrip(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { o.Close() })
 		r, err := o.Open(Conn{N: 1, Start: t0})
 		if err != nil {
 			t.Fatal(err)

@@ -37,6 +37,7 @@ func testConcurrent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { o.Close() })
 		openers[i] = o
 	}
 	type session struct {

@@ -56,6 +56,7 @@ func TestDiskFull(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { o.Close() })
 			r, err := o.Open(Conn{N: 1, Start: t0})
 			if err != nil {
 				t.Fatal(err)
@@ -112,6 +113,7 @@ func TestDiskFullTimedFlush(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { o.Close() })
 			failed := make(chan error, 10)
 			r, err := o.Open(Conn{N: 1, Start: t0, Fail: func(err error) { failed <- err }})
 			if err != nil {
@@ -146,6 +148,7 @@ func TestReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { o.Close() })
 	if err := unix.Mount("", disk, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 		t.Fatalf("remount read-only: %v", err)
 	}

@@ -84,6 +84,7 @@ func helperRecord(comp, dir string) error {
 	if err != nil {
 		return err
 	}
+	defer o.Close()
 	r, err := o.Open(Conn{N: 1, Start: time.Now()})
 	if err != nil {
 		return err
@@ -190,6 +191,7 @@ func helperMemory(comp, rounds string) error {
 	if err != nil {
 		return err
 	}
+	defer o.Close()
 	corpus := textCorpus(4 << 20)
 	recs := make([]*Recorder, sessions)
 	for i := range recs {

@@ -94,6 +94,7 @@ func openOne(t testing.TB, cfg Config, client string) *Recorder {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(func() { o.Close() })
 	r, err := o.Open(Conn{N: 1, Start: t0, Client: netip.MustParseAddr(client)})
 	if err != nil {
 		t.Fatalf("Open: %v", err)

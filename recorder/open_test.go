@@ -42,6 +42,7 @@ func TestPlantedNames(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { o.Close() })
 			r, err := o.Open(Conn{N: 5, Start: t0, Client: client})
 			if err != nil {
 				t.Fatal(err)
@@ -110,6 +111,7 @@ func TestNamesExhausted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { o.Close() })
 	for n := uint64(1); n <= maxNameTries; n++ {
 		if err := os.Symlink("x", datafile.FileName(prefix, t0, n, netip.Addr{}, datafile.None)); err != nil {
 			t.Fatal(err)
@@ -135,6 +137,7 @@ func TestFolders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { o.Close() })
 	fi, err := os.Stat(filepath.Dir(prefix))
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +161,7 @@ func TestFolders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { o.Close() })
 	r, err = o.Open(Conn{N: 1, Start: t0})
 	if err != nil {
 		t.Fatal(err)
@@ -217,6 +221,7 @@ func TestWants(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { o.Close() })
 			r, err := o.Open(Conn{N: 1, Start: t0})
 			if err != nil {
 				t.Fatal(err)
@@ -255,6 +260,7 @@ func TestWriteThrough(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { o.Close() })
 		r, err := o.Open(Conn{N: 1, Start: t0})
 		if err != nil {
 			t.Fatal(err)
@@ -305,6 +311,7 @@ func TestCloseAndAfter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { o.Close() })
 			r, err := o.Open(Conn{N: 1, Start: t0})
 			if err != nil {
 				t.Fatal(err)
@@ -328,5 +335,54 @@ func TestCloseAndAfter(t *testing.T) {
 				t.Errorf("got %q; want %q", got, "data")
 			}
 		})
+	}
+}
+
+// TestFolderReplacedBySymlink: a symlink planted at the data folder's path
+// after start is never followed (recordings once landed where it
+// pointed): creating files fails, naming the folder, until a folder is
+// there again; a folder renamed and made anew is used.
+func TestFolderReplacedBySymlink(t *testing.T) {
+	base := t.TempDir()
+	data, elsewhere := filepath.Join(base, "data"), filepath.Join(base, "elsewhere")
+	o, err := New(Config{Prefix: filepath.Join(data, "prot"), Record: [2]bool{datafile.Out: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	if err := os.Mkdir(elsewhere, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(data, filepath.Join(base, "data.old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, data); err != nil {
+		t.Fatal(err)
+	}
+	_, err = o.Open(Conn{N: 1, Start: t0})
+	if err == nil || !strings.Contains(err.Error(), "data file folder "+data+" is no longer a folder but a symlink") {
+		t.Errorf("Open through a symlinked folder: %v; want a refusal naming the folder", err)
+	}
+	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+		t.Errorf("files created where the symlink points: %v", entries)
+	}
+
+	// A folder again at the path: it is used.
+	if err := os.Remove(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(data, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	r, err := o.Open(Conn{N: 2, Start: t0})
+	if err != nil {
+		t.Fatalf("Open in the new folder: %v", err)
+	}
+	r.Close()
+	if got, want := filepath.Dir(r.Path()), data; got != want {
+		t.Errorf("file in %s; want %s", got, want)
+	}
+	if _, err := os.Stat(r.Path()); err != nil {
+		t.Errorf("the file is not in the new folder: %v", err)
 	}
 }

@@ -33,7 +33,6 @@ import (
 	"time"
 
 	"github.com/ipprot/ipprot/datafile"
-	"golang.org/x/sys/unix"
 )
 
 // Compression is how data files are compressed while they are written.
@@ -100,13 +99,14 @@ const (
 	fileMode     = 0o640
 )
 
-// Opener opens the data files of one Config. It is safe for concurrent use
-// and needs no closing. Its recorders share its compressors — one per CPU,
-// made when first needed and kept (about 1 MiB each for gzip, 7 MiB for
-// bzip2) — and its pooled buffers.
+// Opener opens the data files of one Config. It is safe for concurrent use.
+// It holds the data folder open (see folder); Close gives it back. Its
+// recorders share its compressors — one per CPU, made when first needed
+// and kept (about 1 MiB each for gzip, 7 MiB for bzip2) — and its pooled
+// buffers.
 type Opener struct {
 	cfg    Config
-	dir    string
+	folder *folder
 	now    func() time.Time
 	wants  [2]bool
 	flush  time.Duration
@@ -135,7 +135,7 @@ func New(cfg Config) (*Opener, error) {
 	if cfg.GzipLevel < 1 || cfg.GzipLevel > 9 {
 		return nil, fmt.Errorf("gzip level %d is outside 1-9", cfg.GzipLevel)
 	}
-	o := &Opener{cfg: cfg, dir: prefixDir(cfg.Prefix), now: cfg.Now, flush: cfg.FlushInterval}
+	o := &Opener{cfg: cfg, now: cfg.Now, flush: cfg.FlushInterval}
 	if o.now == nil {
 		o.now = time.Now
 	}
@@ -145,7 +145,8 @@ func New(cfg Config) (*Opener, error) {
 	for _, d := range []datafile.Direction{datafile.In, datafile.Out} {
 		o.wants[d] = cfg.Record[d] || cfg.BlockStamps || (d == datafile.In && cfg.StampInterval > 0)
 	}
-	if err := checkFolder(o.dir); err != nil {
+	var err error
+	if o.folder, err = openFolder(prefixDir(cfg.Prefix)); err != nil {
 		return nil, err
 	}
 	o.codecs = newCodecs(cfg.GzipLevel)
@@ -158,22 +159,9 @@ func prefixDir(prefix string) string {
 	return filepath.Dir(prefix + "_")
 }
 
-func checkFolder(dir string) error {
-	if err := os.MkdirAll(dir, folderMode); err != nil {
-		return fmt.Errorf("create data file folder: %w", err)
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("data file folder: %w", err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("data file folder %s: not a directory", dir)
-	}
-	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
-		return fmt.Errorf("data file folder %s: not writable: %w", dir, err)
-	}
-	return nil
-}
+// Close gives back the data folder's descriptors. Recorders already open
+// are not affected; Open must not be called after.
+func (o *Opener) Close() error { return o.folder.close() }
 
 // Open creates the data file of session s and returns its recorder, which
 // the caller must Close. A name already taken by anything (a file, a
@@ -221,18 +209,9 @@ func (o *Opener) Open(s Conn) (*Recorder, error) {
 
 // create makes the file with the first free name from s.N on.
 func (o *Opener) create(s Conn) (*os.File, string, error) {
-	madeDir := false
 	for i := range uint64(maxNameTries) {
 		path := datafile.FileName(o.cfg.Prefix, s.Start, s.N+i, s.Client, o.cfg.Compression)
-		f, err := createNew(path)
-		if errors.Is(err, os.ErrNotExist) && !madeDir {
-			// The folder went away since New (a clean-up job); make it again.
-			madeDir = true
-			if err := os.MkdirAll(o.dir, folderMode); err != nil {
-				return nil, "", fmt.Errorf("create data file folder: %w", err)
-			}
-			f, err = createNew(path)
-		}
+		f, err := o.folder.create(filepath.Base(path))
 		switch {
 		case err == nil:
 			return f, path, nil
@@ -244,26 +223,6 @@ func (o *Opener) create(s Conn) (*os.File, string, error) {
 	}
 	first := datafile.FileName(o.cfg.Prefix, s.Start, s.N, s.Client, o.cfg.Compression)
 	return nil, "", fmt.Errorf("create data file %s: the next %d names are all taken", first, maxNameTries)
-}
-
-// createNew creates path, failing with an error satisfying os.ErrExist if
-// anything, even a dangling symlink, has that name.
-//
-// It opens with open(2) itself and wraps the descriptor with os.NewFile:
-// os.OpenFile would try to add the regular file to the runtime's poller,
-// which costs a failed epoll_ctl and three fcntl calls per connection.
-func createNew(path string) (*os.File, error) {
-	for {
-		fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, fileMode)
-		switch err {
-		case nil:
-			return os.NewFile(uintptr(fd), path), nil
-		case unix.EINTR:
-			continue
-		default:
-			return nil, &os.PathError{Op: "open", Path: path, Err: err}
-		}
-	}
 }
 
 // Recorder writes the data file of one session. Record may be called from
