@@ -6,6 +6,10 @@ version := `git describe --tags --always --dirty 2>/dev/null || echo devel`
 build:
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version={{version}}" -o ipprotd .
 
+# Install ipprotd into $(go env GOPATH)/bin (go install would name it ipprot).
+install:
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version={{version}}" -o "$(go env GOPATH)/bin/ipprotd" .
+
 # Run every test with the race detector, as CI does, and the benchmark
 # tools' own tests (bench/ is a module of its own).
 test:

@@ -142,6 +142,7 @@ func (c *serveCmd) config() (*config, error) {
 		if err := postproc.Check(cmd); err != nil {
 			return nil, cmdline.Usagef("%s: %v", opt, err)
 		}
+		cmd = postproc.AbsCommand(cmd)
 		cfg.post = &postproc.Config{Command: cmd, Times: times, Jobs: c.PostJobs, Queue: c.PostQueue, Timeout: c.PostTimeout}
 		cfg.postOpt = opt
 	}

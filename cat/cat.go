@@ -225,6 +225,19 @@ func (c *Cmd) file(ctx context.Context, file string, out *bufio.Writer, stderr i
 	case c.SQL:
 		return c.sql(ctx, file, out, stderr)
 	}
+	dir, known := c.dir, c.dirSet
+	if !c.Follow {
+		pr, err := c.probe(ctx, file)
+		if err != nil {
+			return err
+		}
+		if _, nameErr := datafile.ParseName(file, time.Local); nameErr != nil && !pr.stamped && !pr.iso {
+			return fmt.Errorf("not an ipprotd recording: its name is not a data file's (PREFIX_yyyy-mm-dd_HHMMSS_N_IP[.gz|.bz2]) and it holds no block stamp or ISO line")
+		}
+		if !known && !pr.stamped && pr.unstamped > 0 {
+			dir, known = c.loggedDir(file, pr.unstamped)
+		}
+	}
 	var show func(playback.Block) error
 	if c.Raw {
 		show = func(b playback.Block) error {
@@ -235,7 +248,7 @@ func (c *Cmd) file(ctx context.Context, file string, out *bufio.Writer, stderr i
 			return err
 		}
 	} else {
-		p := playback.NewPrinter(out, playback.PrintOptions{Hex: c.Hex, Color: c.color})
+		p := playback.NewPrinter(out, playback.PrintOptions{Hex: c.Hex, Color: c.color, UnknownDir: !known})
 		show = func(b playback.Block) error {
 			if (c.dirSet && b.Dir != c.dir) || !c.selected(b.Time) {
 				return nil
@@ -248,19 +261,75 @@ func (c *Cmd) file(ctx context.Context, file string, out *bufio.Writer, stderr i
 		timed = timed || !b.Time.IsZero()
 		return show(b)
 	}
-	err := c.blocks(ctx, file, out, stderr, each)
+	err := c.blocksOf(ctx, file, dir, out, stderr, each)
 	if err == nil && !timed && (!c.Since.IsZero() || !c.Until.IsZero()) {
 		fmt.Fprintf(stderr, "ipprotd: %s: no block has a time (recorded without -M and -t): --since and --until select none\n", file)
 	}
 	return err
 }
 
+// probed is what the first blocks of a recording say: whether it has block
+// stamps (it is read up to the first) or ISO lines, and how much data
+// without a stamp it holds.
+type probed struct {
+	stamped, iso bool
+	unstamped    int64
+}
+
+var errProbed = errors.New("probed")
+
+// probe reads file up to its first block stamp.
+func (c *Cmd) probe(ctx context.Context, file string) (probed, error) {
+	var pr probed
+	err := c.blocksOf(ctx, file, c.dir, nil, io.Discard, func(b playback.Block) error {
+		if b.Stamped {
+			pr.stamped = true
+			return errProbed
+		}
+		pr.iso = pr.iso || b.ISO != ""
+		pr.unstamped += int64(len(b.Data))
+		return nil
+	})
+	if errors.Is(err, errProbed) {
+		err = nil
+	}
+	return pr, err
+}
+
+// loggedDir tells the direction of a recording made without -M from the
+// connection log (-c), where one is given: data as long as the bytes
+// written to the client and not as long as those received from it was
+// recorded out, and the other way round in. Otherwise the direction is
+// not known.
+func (c *Cmd) loggedDir(file string, size int64) (datafile.Direction, bool) {
+	if c.logFmt == nil {
+		return c.dir, false
+	}
+	e, err := connlog.Find(c.ConnLog, c.logFmt, file)
+	switch {
+	case err != nil:
+		return c.dir, false
+	case size == e.BytesOut && size != e.BytesIn:
+		return datafile.Out, true
+	case size == e.BytesIn && size != e.BytesOut:
+		return datafile.In, true
+	}
+	return c.dir, false
+}
+
 // blocks calls fn for every block of file, following it with --follow,
 // and flushes out after each block when following. A recording cut short
-// is not an error: a note on stderr says where it ends.
+// is not an error: a note on stderr says where it ends. Data without a
+// block stamp has the direction of --dir, or out.
 func (c *Cmd) blocks(ctx context.Context, file string, out *bufio.Writer, stderr io.Writer, fn func(playback.Block) error) error {
+	return c.blocksOf(ctx, file, c.dir, out, stderr, fn)
+}
+
+// blocksOf is blocks with dir the direction of data without a stamp; out
+// may be nil when not following.
+func (c *Cmd) blocksOf(ctx context.Context, file string, dir datafile.Direction, out *bufio.Writer, stderr io.Writer, fn func(playback.Block) error) error {
 	if c.Follow {
-		err := playback.Follow(ctx, file, c.dir, 0, func(b playback.Block) error {
+		err := playback.Follow(ctx, file, dir, 0, func(b playback.Block) error {
 			if err := fn(b); err != nil {
 				return err
 			}
@@ -276,7 +345,7 @@ func (c *Cmd) blocks(ctx context.Context, file string, out *bufio.Writer, stderr
 		return err
 	}
 	defer f.Close()
-	r := playback.NewReader(f, c.dir)
+	r := playback.NewReader(f, dir)
 	for {
 		b, err := r.Next()
 		var cut *playback.TruncatedError
@@ -284,8 +353,10 @@ func (c *Cmd) blocks(ctx context.Context, file string, out *bufio.Writer, stderr
 		case err == io.EOF:
 			return nil
 		case errors.As(err, &cut):
-			if ferr := out.Flush(); ferr != nil {
-				return ferr
+			if out != nil {
+				if ferr := out.Flush(); ferr != nil {
+					return ferr
+				}
 			}
 			fmt.Fprintf(stderr, "ipprotd: %s: recording ends here: %v\n", file, cut)
 			return nil
@@ -374,6 +445,9 @@ func (c *Cmd) pcapng(file string, out *bufio.Writer, stderr io.Writer) error {
 	if end.IsZero() {
 		end = st.Last
 	}
+	if resetEnd(logged.Outcome) {
+		return w.Reset(end)
+	}
 	return w.Close(end)
 }
 
@@ -393,4 +467,11 @@ func (c *Cmd) known(file string) (k playback.Known, logged connlog.Entry, err er
 		k.Server = netip.MustParseAddrPort(c.Server)
 	}
 	return k, logged, nil
+}
+
+// resetEnd says whether a connection of the logged outcome ended in a
+// reset: ipprotd resets both sides of a session it aborts or whose
+// recording failed.
+func resetEnd(outcome string) bool {
+	return outcome == "aborted" || outcome == "record-error"
 }

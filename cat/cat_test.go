@@ -158,14 +158,29 @@ func TestCat(t *testing.T) {
 	})
 }
 
-// TestCatNoStamps: a recording without -M is one stream of the direction
-// --dir names (out by default); --since finds no time in it.
+// TestCatNoStamps: a recording without -M is one stream whose direction
+// the file does not hold: it is shown as unknown (it was once shown as
+// server to client, also when -l had recorded the client's side), as --dir
+// names it, or as the connection log's byte counts tell; --since finds no
+// time in it.
 func TestCatNoStamps(t *testing.T) {
 	path := recordFile(t, recorder.Config{Record: [2]bool{datafile.Out: true}}, httpSession)
 	out, errOut, code := catRun(t, path)
-	want := "< 43 bytes (no block stamp)\n  HTTP/1.1 200 OK\\r\\n\n  Content-Length: 5\\r\\n\n  \\r\\n\n  hello\n"
+	body := "  HTTP/1.1 200 OK\\r\\n\n  Content-Length: 5\\r\\n\n  \\r\\n\n  hello\n"
+	want := "? 43 bytes (no block stamp: direction unknown; --dir or -c tells it)\n" + body
 	if code != 0 || errOut != "" || out != want {
 		t.Errorf("got %d, %q, %q; want 0, nothing, %q", code, errOut, out, want)
+	}
+	if out, _, _ = catRun(t, "--dir", "out", path); out != "< 43 bytes (no block stamp)\n"+body {
+		t.Errorf("--dir out: got %q; want the data as server to client", out)
+	}
+	log := filepath.Join(t.TempDir(), "conn.log")
+	line := "2013-12-04 16:18:42+01:00 2013-12-04 16:18:43+01:00 1 10.1.2.33 50000 10.1.2.34 80 41 43 ok " + path + "\n"
+	if err := os.WriteFile(log, []byte(line), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, _ = catRun(t, "-c", log, path); out != "< 43 bytes (no block stamp)\n"+body {
+		t.Errorf("-c: got %q; want the data as server to client, as its 43 bytes written tell", out)
 	}
 	out, _, _ = catRun(t, "--dir", "in", path)
 	if !strings.HasPrefix(out, "> 43 bytes (no block stamp)\n") {
@@ -174,6 +189,30 @@ func TestCatNoStamps(t *testing.T) {
 	out, errOut, code = catRun(t, "--since", "2013-12-04 00:00:00", path)
 	if code != 0 || out != "" || !strings.Contains(errOut, "no block has a time (recorded without -M and -t)") {
 		t.Errorf("--since: got %d, %q, %q; want 0, nothing and a note", code, out, errOut)
+	}
+}
+
+// TestCatNotARecording: a file that is neither named as a data file nor
+// holds a stamp or ISO line (the connection log, say) is not shown as a
+// recording (it once was, as one block of data).
+func TestCatNotARecording(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "connections.log")
+	if err := os.WriteFile(log, []byte("2013-12-04 16:18:42+01:00 ok\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := catRun(t, log)
+	want := "ipprotd: " + log + ": not an ipprotd recording: its name is not a data file's (PREFIX_yyyy-mm-dd_HHMMSS_N_IP[.gz|.bz2]) and it holds no block stamp or ISO line\n"
+	if code != 1 || out != "" || errOut != want {
+		t.Errorf("got %d, %q, %q; want 1, nothing, %q", code, out, errOut, want)
+	}
+	// A renamed recording with stamps is still one.
+	stamped := recordFile(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true}, httpSession)
+	renamed := filepath.Join(t.TempDir(), "session.rec")
+	if err := os.Rename(stamped, renamed); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := catRun(t, renamed); code != 0 || errOut != "" {
+		t.Errorf("renamed recording: %d, %q; want 0, nothing", code, errOut)
 	}
 }
 
@@ -376,5 +415,33 @@ func TestCatPcapng(t *testing.T) {
 		if code != 0 || !strings.Contains(testkit.Tshark(t, "-r", path), "HTTP/1.1 200 OK") {
 			t.Errorf("--force: exit status %d, or tshark sees no reply", code)
 		}
+	}
+}
+
+// TestCatPcapngReset: a connection the log says was aborted ends in
+// resets in the capture, not in a FIN handshake (a Wireshark user once saw
+// a clean close of a connection ended by SO_LINGER 0).
+func TestCatPcapngReset(t *testing.T) {
+	testkit.Need(t, "tshark")
+	path := recordFile(t, recorder.Config{Record: [2]bool{true, true}, BlockStamps: true}, httpSession)
+	for outcome, wantReset := range map[string]bool{"aborted": true, "ok": false} {
+		t.Run(outcome, func(t *testing.T) {
+			log := filepath.Join(t.TempDir(), "conn.log")
+			line := "2013-12-04 16:18:42+01:00 2013-12-04 16:18:43+01:00 1 10.1.2.33 50000 10.1.2.34 80 41 43 " + outcome + " " + path + "\n"
+			if err := os.WriteFile(log, []byte(line), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, errOut, code := catRun(t, "--pcapng", "-c", log, path)
+			if code != 0 || errOut != "" {
+				t.Fatalf("exit status %d: %s", code, errOut)
+			}
+			capture := filepath.Join(t.TempDir(), "s.pcapng")
+			os.WriteFile(capture, []byte(out), 0o644)
+			resets := testkit.Tshark(t, "-r", capture, "-Y", "tcp.flags.reset == 1")
+			fins := testkit.Tshark(t, "-r", capture, "-Y", "tcp.flags.fin == 1")
+			if (resets != "") != wantReset || (fins != "") == wantReset {
+				t.Errorf("resets %q, FINs %q; want resets %v", resets, fins, wantReset)
+			}
+		})
 	}
 }

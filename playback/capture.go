@@ -126,6 +126,6 @@ func captureComment(file string, cfg PcapngConfig, logLine string, st *Stats, no
 	for _, n := range notes {
 		b.WriteString(n + "\n")
 	}
-	b.WriteString("Synthesized by ipprotd: Ethernet, IP and TCP headers, the handshake, the FINs and the ACKs; segments of at most 65000 bytes. Payload, direction and block times are the recording's.")
+	b.WriteString("Synthesized by ipprotd: Ethernet, IP and TCP headers, the handshake, the FINs or resets (from the connection log's outcome) and the ACKs; segments of at most 65000 bytes. Payload, direction and block times are the recording's.")
 	return b.String()
 }

@@ -262,6 +262,8 @@ func TestTruncated(t *testing.T) {
 						t.Errorf("TruncatedError at %d; Offset says %d", te.Offset, r.Offset())
 					case flushed && te.Offset != tool:
 						t.Errorf("after a flush: read %d bytes of content; %s -dc restores %d", te.Offset, tt.tool, tool)
+					case te.Held > maxLine:
+						t.Errorf("held back %d bytes; a cut stamp line is at most %d", te.Held, maxLine)
 					case tt.c == datafile.Gzip && (te.Offset > tool || tool-te.Offset > 8):
 						t.Errorf("read %d bytes of content; gzip -dc restores %d", te.Offset, tool)
 					case tt.c == datafile.Bzip2 && te.Offset < tool:

@@ -58,6 +58,7 @@ const (
 	linkTypeEthernet = 1
 	tcpFIN           = 0x01
 	tcpSYN           = 0x02
+	tcpRST           = 0x04
 	tcpPSH           = 0x08
 	tcpACK           = 0x10
 	window           = 0xffff
@@ -194,6 +195,20 @@ func (p *Pcapng) Close(end time.Time) error {
 	p.packet(end, datafile.In, tcpFIN|tcpACK, nil, nil)
 	p.packet(end, datafile.Out, tcpFIN|tcpACK, nil, nil)
 	p.packet(end, datafile.In, tcpACK, nil, nil)
+	return p.err
+}
+
+// Reset writes the end of a connection that was reset at end (as Close
+// places it): a RST-ACK from each side, as the proxy resets both sides of
+// an aborted session (which side's reset came first is not recorded). It
+// returns the first error writing the capture met.
+func (p *Pcapng) Reset(end time.Time) error {
+	if end.Before(p.last) || end.IsZero() {
+		end = p.last
+	}
+	p.handshake(end)
+	p.packet(end, datafile.Out, tcpRST|tcpACK, nil, nil)
+	p.packet(end, datafile.In, tcpRST|tcpACK, nil, nil)
 	return p.err
 }
 

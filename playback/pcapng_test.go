@@ -136,3 +136,28 @@ func TestPcapngConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestPcapngReset: a connection that ended in a reset ends in resets, one
+// from each side, and no FIN; Wireshark sees them as such.
+func TestPcapngReset(t *testing.T) {
+	testkit.Need(t, "tshark")
+	at := time.UnixMicro(1386170322361458)
+	var out bytes.Buffer
+	w, err := NewPcapng(&out, PcapngConfig{Client: netip.MustParseAddrPort("10.1.2.33:49169"), Server: netip.MustParseAddrPort("10.1.2.34:80")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Block(Block{Dir: datafile.In, Stamped: true, Time: at, Data: []byte("GET / HTTP/1.1\r\n\r\n")})
+	if err := w.Reset(at.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "reset.pcapng")
+	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resets := testkit.Tshark(t, "-r", path, "-Y", "tcp.flags.reset == 1", "-T", "fields", "-e", "tcp.srcport")
+	fins := testkit.Tshark(t, "-r", path, "-Y", "tcp.flags.fin == 1")
+	if resets != "80\n49169\n" || fins != "" {
+		t.Errorf("resets from %q, FINs %q; want one reset from each side and no FIN", resets, fins)
+	}
+}

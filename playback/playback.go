@@ -223,6 +223,24 @@ func (s *Splitter) End() {
 	s.ended = true
 }
 
+// EndShort says that the content stopped early (a recording cut short)
+// and returns how many bytes at its end it holds back: bytes that begin a
+// stamp or ISO line cut in the middle are not data, and are not returned
+// as data (a partial "#848367" once came out as the data of a block
+// without a stamp). The last block is complete.
+func (s *Splitter) EndShort() (held int) {
+	if s.ended {
+		return 0
+	}
+	s.split(false)
+	held = len(s.buf)
+	s.off += int64(held)
+	s.buf = s.buf[:0]
+	s.close()
+	s.ended = true
+	return held
+}
+
 // Cut makes the data gathered so far available from Next as a piece, as if
 // the block ended here for now; more data continues it as the next Part.
 // A block without data so far waits: an ISO line may still belong to it.

@@ -21,9 +21,15 @@ import (
 type TruncatedError struct {
 	Offset int64  // bytes of uncompressed content read
 	Reason string // what is missing, e.g. "the gzip stream has no trailer"
+	// Held is how many of the Offset bytes, at the end, were not returned:
+	// the start of a stamp or ISO line that the cut ended.
+	Held int
 }
 
 func (e *TruncatedError) Error() string {
+	if e.Held > 0 {
+		return fmt.Sprintf("after %d bytes, %s; its last %d bytes begin a stamp line cut short", e.Offset, e.Reason, e.Held)
+	}
 	return fmt.Sprintf("after %d bytes, %s", e.Offset, e.Reason)
 }
 
@@ -66,14 +72,16 @@ func (r *Reader) Next() (Block, error) {
 		if err == nil {
 			continue
 		}
-		r.s.End()
 		var cut *cutShort
 		switch {
 		case err == io.EOF:
+			r.s.End()
 			r.err = io.EOF
 		case errors.As(err, &cut):
-			r.err = &TruncatedError{Offset: r.s.off, Reason: cut.reason}
+			held := r.s.EndShort()
+			r.err = &TruncatedError{Offset: r.s.off, Reason: cut.reason, Held: held}
 		default:
+			r.s.End()
 			r.err = fmt.Errorf("after %d bytes: %w", r.s.off, err)
 		}
 	}

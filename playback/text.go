@@ -15,11 +15,15 @@ import (
 type PrintOptions struct {
 	Hex   bool // a hex dump (offset, 16 bytes in hex, the same as text) instead of escaped text
 	Color bool // ANSI colours: directions, ISO lines, escapes
+	// UnknownDir shows data without a block stamp with "?" for its
+	// direction: a file recorded without -M does not say which way its
+	// data went.
+	UnknownDir bool
 }
 
 // Printer writes blocks for people: a header line per block with its time
 // (local, µs; none for data without a block stamp), its direction (">"
-// client to server, "<" server to client) and its byte count ("N more
+// client to server, "<" server to client, "?" unknown) and its byte count ("N more
 // bytes" for a piece that continues a block), an ISO line as a separator
 // before the block it belongs to, then the data, each line indented by two
 // blanks.
@@ -94,7 +98,10 @@ func (p *Printer) header(buf []byte, b Block) []byte {
 		buf = append(buf, ' ')
 	}
 	arrow, code := "<", ansiOut
-	if b.Dir == datafile.In {
+	switch {
+	case !b.Stamped && p.opt.UnknownDir:
+		arrow, code = "?", ansiFaint
+	case b.Dir == datafile.In:
 		arrow, code = ">", ansiIn
 	}
 	buf = p.color(buf, code)
@@ -110,7 +117,11 @@ func (p *Printer) header(buf []byte, b Block) []byte {
 	} else {
 		buf = append(buf, " bytes"...)
 	}
-	if b.Part == 0 && !b.Stamped {
+	switch {
+	case b.Part > 0 || b.Stamped:
+	case p.opt.UnknownDir:
+		buf = append(buf, " (no block stamp: direction unknown; --dir or -c tells it)"...)
+	default:
 		buf = append(buf, " (no block stamp)"...)
 	}
 	return append(buf, '\n')

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +29,23 @@ func Check(command string) error {
 		return nil
 	}
 	return checkWord(word)
+}
+
+// AbsCommand returns command with its first word made absolute where it is
+// a plain relative path (./send_ipprot, tools/send): a daemon changes to
+// /, and the command must still name the program it named at start. Any
+// other command is returned as it is.
+func AbsCommand(command string) string {
+	word, plain := firstWord(command)
+	if !plain || !strings.Contains(word, "/") || filepath.IsAbs(word) {
+		return command
+	}
+	abs, err := filepath.Abs(word)
+	if err != nil {
+		return command
+	}
+	i := strings.Index(command, word)
+	return command[:i] + abs + command[i+len(word):]
 }
 
 // checkEnd refuses an empty command and one whose end would make "$@" a

@@ -141,3 +141,24 @@ func FuzzFirstWord(f *testing.F) {
 		}
 	})
 }
+
+// TestAbsCommand: a plain relative first word becomes absolute (a daemon
+// changes to /); anything else is left alone.
+func TestAbsCommand(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for in, want := range map[string]string{
+		"./send -x":           dir + "/send -x",
+		"tools/send":          dir + "/tools/send",
+		"  bin/send  ":        "  " + dir + "/bin/send  ",
+		"/usr/bin/send":       "/usr/bin/send",
+		"send":                "send",
+		`"./my send" a`:       `"./my send" a`,
+		"FOO=1 ./send":        "FOO=1 ./send",
+		"./send; echo ./send": dir + "/send; echo ./send",
+	} {
+		if got := AbsCommand(in); got != want {
+			t.Errorf("AbsCommand(%q) = %q; want %q", in, got, want)
+		}
+	}
+}

@@ -63,9 +63,15 @@ type direction struct {
 	// dst blocked a write: a peer that stopped reading pins at most that
 	// much, not a -b block.
 	slow int
-	// bulk says that the last read filled at least bulkRead bytes: the
-	// next read is capped at what dst can take (dstRoom).
-	bulk bool
+	// bulk says that the last read filled its limit or at least bulkRead
+	// bytes, tight that dst's send buffer had little room at the last look:
+	// either way the next read is capped at what dst can take (dstRoom).
+	bulk, tight bool
+	// warm says that dst has taken a block whole: until then, reads take at
+	// most bulkRead bytes.
+	warm bool
+	// fits says that dstRoom had room for the whole block being written.
+	fits bool
 
 	mu    sync.Mutex // guards state and parkID against the parker and cancel
 	state dirState
@@ -138,7 +144,8 @@ const (
 // step moves one block, or returns why it could not.
 func (d *direction) step() error {
 	d.armPark()
-	p, err := d.br.read(d.readLimit())
+	limit := d.readLimit()
+	p, err := d.br.read(limit)
 	switch {
 	case err == nil:
 	case err == io.EOF:
@@ -149,7 +156,9 @@ func (d *direction) step() error {
 		return fmt.Errorf("read from %s: %w", d.ss.side(d.src), err)
 	}
 	d.ss.touch()
-	d.bulk = len(p) >= bulkRead
+	// A read that filled its limit, or a large one, says that more is
+	// waiting: the next read asks dst how much it can take.
+	d.bulk = len(p) >= bulkRead || len(p) == limit
 	if d.dir == datafile.In {
 		*d.count += int64(len(p))
 	}
@@ -174,31 +183,44 @@ func (d *direction) step() error {
 // less where dst is known to be slow or nearly full.
 func (d *direction) readLimit() int {
 	limit := d.ss.srv.cfg.BufferSize
+	if !d.warm {
+		// Until dst has taken a block whole, nothing says how much it can
+		// take: a new socket's send buffer starts small.
+		limit = min(limit, bulkRead)
+	}
 	if d.slow > 0 {
 		d.slow--
 		limit = min(limit, slowRead)
 	}
-	if d.bulk {
-		limit = min(limit, max(d.dstRoom(), slowRead))
+	if d.ss.srv.underPressure() {
+		limit = min(limit, bulkRead)
+	}
+	d.fits = false
+	if d.bulk || d.tight {
+		room := d.dstRoom()
+		d.tight = room < 2*d.ss.srv.cfg.BufferSize
+		limit = min(limit, max(room, slowRead))
+		d.fits = room >= limit
 	}
 	return limit
 }
 
-// dstRoom estimates the bytes dst's send buffer can take now: half its
-// size (the rest is the kernel's overhead) less what is queued in it.
-// MaxInt where the socket cannot tell.
+// dstRoom estimates the bytes dst's send buffer can take now: what the
+// kernel counts as free in it (SO_MEMINFO: its size less what is queued,
+// both with the kernel's overhead), halved for that overhead. MaxInt
+// where the socket cannot tell.
 func (d *direction) dstRoom() int {
 	room := math.MaxInt
 	d.dstRaw.Control(func(fd uintptr) {
-		size, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
-		if err != nil {
+		var mem [unix.SK_MEMINFO_VARS]uint32
+		size := uint32(unsafe.Sizeof(mem))
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&size)), 0)
+		if errno != 0 {
 			return
 		}
-		queued, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
-		if err != nil {
-			return
-		}
-		room = max(size/2-queued, 0)
+		free := int(mem[unix.SK_MEMINFO_SNDBUF]) - int(mem[unix.SK_MEMINFO_WMEM_QUEUED])
+		room = max(free/2, 0)
 	})
 	return room
 }
@@ -227,6 +249,8 @@ func (d *direction) write(p []byte) (int, error) {
 	}
 	if d.blocked {
 		d.slow = slowReads
+	} else {
+		d.warm = true
 	}
 	d.wbuf = nil // p goes back to the pool
 	return n, err
@@ -266,6 +290,11 @@ func (d *direction) writeFD(fd uintptr) bool {
 func (d *direction) stall() {
 	if !d.blocked {
 		d.blocked = true
+		if d.fits {
+			// The kernel refused what the send buffer had room for: it
+			// is short of socket memory (net.ipv4.tcp_mem).
+			d.ss.srv.notePressure()
+		}
 		rest := make([]byte, len(d.wbuf)-d.wn)
 		copy(rest, d.wbuf[d.wn:])
 		d.wbuf, d.wn = rest, 0
@@ -330,7 +359,7 @@ func (r *blockReader) read(limit int) ([]byte, error) {
 // the data's, is gone (TestNoMissedWakeupAtClose).
 func (r *blockReader) readFD(fd uintptr) bool {
 	if r.buf == nil {
-		r.buf = r.pool.get()
+		r.buf = r.pool.get(r.limit)
 	}
 	for {
 		n, err := rawRead(int(fd), (*r.buf)[:min(r.limit, len(*r.buf))])
@@ -356,27 +385,40 @@ func (r *blockReader) release() {
 	}
 }
 
-// bufPool lends the buffers blocks are read into. It counts the buffers
-// out, so that tests can show an idle connection holds none.
+// bufPool lends the buffers blocks are read into: of the block size, or of
+// slowRead bytes for a read limited to that (a peer that stopped reading
+// would otherwise churn -b buffers for a few KiB each). It counts the
+// buffers out, so that tests can show an idle connection holds none.
 type bufPool struct {
-	pool sync.Pool // *[]byte of the block size
-	out  atomic.Int64
+	size  int
+	large sync.Pool // *[]byte of size
+	small sync.Pool // *[]byte of slowRead
+	out   atomic.Int64
 }
 
 func newBufPool(size int) *bufPool {
-	p := &bufPool{}
-	p.pool.New = func() any { b := make([]byte, size); return &b }
+	p := &bufPool{size: size}
+	p.large.New = func() any { b := make([]byte, size); return &b }
+	p.small.New = func() any { b := make([]byte, slowRead); return &b }
 	return p
 }
 
-func (p *bufPool) get() *[]byte {
+// get returns a buffer for a read of at most limit bytes.
+func (p *bufPool) get(limit int) *[]byte {
 	p.out.Add(1)
-	return p.pool.Get().(*[]byte)
+	if limit <= slowRead && p.size > slowRead {
+		return p.small.Get().(*[]byte)
+	}
+	return p.large.Get().(*[]byte)
 }
 
 func (p *bufPool) put(b *[]byte) {
 	p.out.Add(-1)
-	p.pool.Put(b)
+	if len(*b) == p.size {
+		p.large.Put(b)
+	} else {
+		p.small.Put(b)
+	}
 }
 
 // rawRead and rawWrite are read(2) and write(2) on a non-blocking socket

@@ -125,10 +125,15 @@ type Server struct {
 	// the direction gives up its goroutine (defaultParkAfter; tests lower
 	// it).
 	parkAfter time.Duration
-	epoch     time.Time     // for since
-	lastWarn  atomic.Int64  // since() of the last warnRarely
-	rejects   rejectLog     // rate limit of the rejected connections' log lines
-	closed    chan struct{} // closed by Shutdown: ends the accept back-off
+	epoch     time.Time    // for since
+	lastWarn  atomic.Int64 // since() of the last warnRarely
+	rejects   rejectLog    // rate limit of the rejected connections' log lines
+	// pressure is the since() until which reads take at most bulkRead
+	// bytes: the kernel refused a write its send buffer had room for, as
+	// it does when short of socket memory, and room estimates cannot be
+	// trusted; a peer that stops reading then strands at most that much.
+	pressure atomic.Int64
+	closed   chan struct{} // closed by Shutdown: ends the accept back-off
 
 	// abortCtx is cancelled to abort every session still running.
 	abortCtx context.Context
@@ -182,6 +187,13 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 	lc := net.ListenConfig{KeepAliveConfig: KeepAlive}
 	return lc.Listen(ctx, "tcp", addr)
 }
+
+// pressureFor is how long reads stay small after the kernel refused a
+// write its send buffer had room for.
+const pressureFor = 10 * time.Second
+
+func (s *Server) notePressure()       { s.pressure.Store(int64(s.since() + pressureFor)) }
+func (s *Server) underPressure() bool { return int64(s.since()) < s.pressure.Load() }
 
 // since returns the time since New on the monotonic clock, for timeouts
 // that a step of the wall clock must not trigger.

@@ -23,6 +23,7 @@ func hold(args []string) error {
 	conc := fs.Int("dial-conc", 64, "connections being opened at once")
 	openFor := fs.Duration("open-timeout", 60*time.Second, "stop opening connections after this long; the rest count as failed")
 	maxHold := fs.Duration("max", 10*time.Minute, "give up holding after this long")
+	down := fs.Duration("down", 0, "if not zero, each connection asks the server to send for this long and never reads: a client that stopped reading")
 	fs.Parse(args)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -46,7 +47,7 @@ func hold(args []string) error {
 			continue
 		}
 		wg.Add(1)
-		go openOne(openCtx, *addr, &conns[i], &failed, &firstErr, sem, &wg)
+		go openOne(openCtx, *addr, *down, &conns[i], &failed, &firstErr, sem, &wg)
 	}
 	wg.Wait()
 	if err, ok := firstErr.Load().(error); ok {
@@ -76,10 +77,16 @@ func hold(args []string) error {
 
 // openOne opens a connection through to the echo server and proves it with
 // one round trip, so that the proxy has seen data both ways.
-func openOne(ctx context.Context, addr string, slot *net.Conn, failed *atomic.Int64, firstErr *atomic.Value, sem chan struct{}, wg *sync.WaitGroup) {
+func openOne(ctx context.Context, addr string, down time.Duration, slot *net.Conn, failed *atomic.Int64, firstErr *atomic.Value, sem chan struct{}, wg *sync.WaitGroup) {
 	defer wg.Done()
 	defer func() { <-sem }()
-	c, err := roundTrip(ctx, addr)
+	var c net.Conn
+	var err error
+	if down > 0 {
+		c, err = askDown(ctx, addr, down)
+	} else {
+		c, err = roundTrip(ctx, addr)
+	}
 	if err != nil {
 		failed.Add(1)
 		firstErr.CompareAndSwap(nil, err)
@@ -107,6 +114,21 @@ func roundTrip(ctx context.Context, addr string) (net.Conn, error) {
 		return nil, fmt.Errorf("read the echo: %w", err)
 	}
 	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// askDown dials addr and asks the server to send random data for d; the
+// caller never reads it.
+func askDown(ctx context.Context, addr string, d time.Duration) (net.Conn, error) {
+	var dl net.Dialer
+	c, err := dl.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := fmt.Fprintf(c, "DOWN random %d\n", d.Milliseconds()); err != nil {
+		c.Close()
+		return nil, err
+	}
 	return c, nil
 }
 

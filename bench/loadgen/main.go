@@ -7,6 +7,8 @@
 //	loadgen serve -listen 127.0.0.1:17003
 //	loadgen blast -addr 127.0.0.1:17003 -dir up -payload sql -t 3s -streams 1   # bytes/s
 //	loadgen hold -addr 127.0.0.1:17003 -n 9000                                  # "ready OK FAILED", then holds until SIGTERM
+//	loadgen hold -addr 127.0.0.1:17003 -n 1000 -down 10m                        # the same, clients that never read what the server sends
+//	loadgen conns -addr 127.0.0.1:17003 -n 12000 -c 16                          # short echo connections: "OK FAILED"
 //	loadgen codec -codec pgzip -payload sql -t 2s                              # bytes/s of input
 //	loadgen codec -codec flate -level 1 -payload sql                           # and the ratio on stderr
 //	loadgen rss PID...                                                          # KiB, the PIDs and all their descendants
@@ -28,13 +30,14 @@ func main() {
 		"serve": serve,
 		"blast": blast,
 		"hold":  hold,
+		"conns": conns,
 		"codec": codec,
 		"rss":   rss,
 		"quiet": quiet,
 		"cpu":   cpu,
 	}
 	if len(os.Args) < 2 || cmds[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: loadgen serve|blast|hold|codec|rss|quiet|cpu [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen serve|blast|hold|conns|codec|rss|quiet|cpu [flags]")
 		os.Exit(2)
 	}
 	if err := cmds[os.Args[1]](os.Args[2:]); err != nil {

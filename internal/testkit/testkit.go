@@ -23,12 +23,38 @@ func Need(t testing.TB, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
+			pkg := debianPackage(tool)
 			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed; CI must install it", tool)
+				t.Fatalf("%s is not installed; CI must install it (Debian package %s, see .ci/run)", tool, pkg)
 			}
-			t.Skipf("%s is not installed (CI installs it)", tool)
+			t.Skipf("%s is not installed: apt-get install %s (.ci/run installs every tool the tests use)", tool, pkg)
 		}
 	}
+}
+
+// debianPackages names the Debian package of each tool the tests use that
+// is not named after it.
+var debianPackages = map[string]string{
+	"capinfos":                "wireshark-common",
+	"psql":                    "postgresql-client-15",
+	"pgbench":                 "postgresql-client-15",
+	"initdb":                  "postgresql-15",
+	"postgres":                "postgresql-15",
+	"runuser":                 "util-linux",
+	"prlimit":                 "util-linux",
+	"nginx":                   "nginx-light",
+	"openssl":                 "openssl",
+	"haproxy":                 "haproxy",
+	"strace":                  "strace",
+	"systemd-socket-activate": "systemd",
+}
+
+// debianPackage returns the Debian package that installs tool.
+func debianPackage(tool string) string {
+	if p, ok := debianPackages[tool]; ok {
+		return p
+	}
+	return tool
 }
 
 // FreePort returns a TCP port that was free on every address a moment
