@@ -211,8 +211,8 @@ func TestDestinationRefusing(t *testing.T) {
 		if _, err := sendAndRead(d.addr(), nil); !isReset(err) {
 			t.Errorf("client: %v; want a reset", err)
 		}
-		if got := connLogLine(t, dir+"/conn.log", 1); got != "1 connect-failed -" {
-			t.Errorf("log line %q; want \"1 connect-failed -\"", got)
+		if got := connLogLine(t, dir+"/conn.log", 1); got != "1 connect-failed 127.0.0.1" {
+			t.Errorf("log line %q; want \"1 connect-failed 127.0.0.1\", the address tried", got)
 		}
 		if l := d.waitLog("connection", 1); len(l) != 1 || !strings.Contains(l[0], "i/o timeout") {
 			t.Errorf("daemon log %q; want the dial's timeout", l)

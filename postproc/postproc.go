@@ -253,7 +253,7 @@ func (r *Runner) Enqueue(f *proxy.Facts) {
 	case r.stopped:
 		reason = "post-processing stopped"
 	case len(r.waiting)+r.running >= r.jobs+r.queue:
-		reason = fmt.Sprintf("queue full (%d waiting, --post-queue)", len(r.waiting))
+		reason = fmt.Sprintf("queue full (%d waiting: --post-queue)", r.queue)
 	}
 	if reason != "" {
 		r.mu.Unlock()

@@ -330,7 +330,7 @@ func TestQueueFull(t *testing.T) {
 		}
 	}
 	for n := 4; n <= 6; n++ {
-		want := []string{fmt.Sprintf(`level=ERROR msg="post-cmd not run" conn=%d file=%s/data.%d reason="queue full (2 waiting, --post-queue)"`, n, dir, n)}
+		want := []string{fmt.Sprintf(`level=ERROR msg="post-cmd not run" conn=%d file=%s/data.%d reason="queue full (2 waiting: --post-queue)"`, n, dir, n)}
 		if got := log.lines("not run", fmt.Sprintf("conn=%d ", n)); !slices.Equal(got, want) {
 			t.Errorf("got %q; want %q", got, want)
 		}
@@ -371,7 +371,7 @@ func TestQueueFullDeadline(t *testing.T) {
 	if err := r.Shutdown(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Shutdown: got %v; want %v", err, context.Canceled)
 	}
-	for n, reason := range map[int]string{2: `"shutdown deadline passed"`, 3: `"queue full (1 waiting, --post-queue)"`} {
+	for n, reason := range map[int]string{2: `"shutdown deadline passed"`, 3: `"queue full (1 waiting: --post-queue)"`} {
 		want := []string{fmt.Sprintf(`level=ERROR msg="post-cmd not run" conn=%d file=%s/data.%d reason=%s`, n, dir, n, reason)}
 		if got := log.lines("not run", fmt.Sprintf("conn=%d ", n)); !slices.Equal(got, want) {
 			t.Errorf("got %q; want %q", got, want)
