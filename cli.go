@@ -67,6 +67,18 @@ type serveCmd struct {
 	ConnLog       pathArg `short:"c" placeholder:"FILE" group:"log" help:"Append one line per connection to FILE."`
 	ConnLogFormat *string `short:"C" placeholder:"FORMAT" group:"log" help:"Format of that line; see docs/ipprotd.md (default: \"${connlog_format}\")."`
 
+	TLSCert            pathArg `placeholder:"FILE" group:"tls" help:"Terminate the clients' TLS with this PEM certificate (chain), recording the plaintext; needs --tls-key. Re-read on SIGHUP."`
+	TLSKey             pathArg `placeholder:"FILE" group:"tls" help:"The PEM private key of --tls-cert (ECDSA, RSA or Ed25519)."`
+	TLSClientCA        pathArg `placeholder:"FILE" group:"tls" help:"Require client certificates, verified against these PEM CA certificates."`
+	UpstreamTLS        bool    `group:"tls" help:"Speak TLS to the destination, verified against the system's CAs or --upstream-ca."`
+	UpstreamCA         pathArg `placeholder:"FILE" group:"tls" help:"Verify the destination against these PEM CA certificates."`
+	UpstreamServerName string  `placeholder:"NAME" group:"tls" help:"The name the destination's certificate must have; also the SNI (default: the destination host)."`
+	UpstreamCert       pathArg `placeholder:"FILE" group:"tls" help:"Present this PEM client certificate to the destination; needs --upstream-key."`
+	UpstreamKey        pathArg `placeholder:"FILE" group:"tls" help:"The PEM private key of --upstream-cert."`
+	UpstreamInsecure   bool    `group:"tls" help:"Do not verify the destination's certificate (logged with every connection)."`
+	StartTLS           string  `name:"starttls" placeholder:"postgres" group:"tls" help:"Speak the protocol's own TLS negotiation on both sides: postgres (SSLRequest)."`
+	TLSRequired        bool    `group:"tls" help:"With --starttls postgres and --tls-cert: refuse clients that do not ask for TLS."`
+
 	Daemon       bool          `short:"D" group:"run" help:"Detach and run in the background."`
 	PidFile      pathArg       `orig:"-Dp" also:"--daemon" placeholder:"FILE" group:"run" help:"Write the pid to FILE (-Dp FILE detaches too)."`
 	LogFormat    string        `enum:"text,json" default:"text" placeholder:"text|json" group:"run" help:"Format of the daemon's own log (default: ${default})."`
@@ -79,6 +91,7 @@ var groups = []kong.Group{
 	{Key: "rec", Title: "Recording (need -f):"},
 	{Key: "post", Title: "Post-processing (need -f):"},
 	{Key: "log", Title: "Connection log:"},
+	{Key: "tls", Title: "Seeing inside TLS (docs/ipprotd.md, Recording TLS):"},
 	{Key: "run", Title: "Running:"},
 }
 

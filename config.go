@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/ipprot/ipprot/postproc"
 	"github.com/ipprot/ipprot/proxy"
 	"github.com/ipprot/ipprot/recorder"
+	"github.com/ipprot/ipprot/tlsfiles"
 )
 
 // config is the checked configuration the daemon runs with.
@@ -30,6 +32,10 @@ type config struct {
 	connFormat *connlog.Format
 	post       *postproc.Config // nil without -u/-uT
 	postOpt    string           // -u/--post-cmd or -uT/--post-cmd-times, for errors
+
+	tlsServer   *tlsfiles.Server   // --tls-cert: reloaded on SIGHUP
+	tlsUpstream *tlsfiles.Upstream // --upstream-tls
+	insecure    bool               // --upstream-insecure
 
 	daemon       bool
 	pidFile      string
@@ -146,6 +152,9 @@ func (c *serveCmd) config() (*config, error) {
 		cfg.post = &postproc.Config{Command: cmd, Times: times, Jobs: c.PostJobs, Queue: c.PostQueue, Timeout: c.PostTimeout}
 		cfg.postOpt = opt
 	}
+	if err := c.tlsConfig(cfg); err != nil {
+		return nil, err
+	}
 	cfg.proxy = proxy.Config{
 		OutHost:               cfg.outHost,
 		OutPort:               cfg.outPort,
@@ -156,6 +165,16 @@ func (c *serveCmd) config() (*config, error) {
 		WriteTimeout:          c.WriteTimeout,
 		MaxConns:              c.MaxConns,
 		ContinueOnRecordError: c.OnRecordError == "continue",
+	}
+	if cfg.tlsServer != nil || cfg.tlsUpstream != nil || c.StartTLS != "" {
+		t := &proxy.TLS{Postgres: c.StartTLS == "postgres", Required: c.TLSRequired}
+		if cfg.tlsServer != nil {
+			t.Client = cfg.tlsServer.Config()
+		}
+		if cfg.tlsUpstream != nil {
+			t.Upstream = cfg.tlsUpstream.Config()
+		}
+		cfg.proxy.TLS = t
 	}
 	return cfg, nil
 }
@@ -217,4 +236,69 @@ func checkWritableDir(dir string) error {
 		}
 		dir = parent
 	}
+}
+
+// tlsConfig checks the TLS options and loads their files into cfg.
+func (c *serveCmd) tlsConfig(cfg *config) error {
+	upstreamOnly := []struct {
+		set  bool
+		name string
+	}{
+		{c.UpstreamCA != "", "--upstream-ca"}, {c.UpstreamServerName != "", "--upstream-server-name"},
+		{c.UpstreamCert != "", "--upstream-cert"}, {c.UpstreamKey != "", "--upstream-key"},
+		{c.UpstreamInsecure, "--upstream-insecure"},
+	}
+	for _, o := range upstreamOnly {
+		if o.set && !c.UpstreamTLS {
+			return cmdline.Usagef("%s needs --upstream-tls", o.name)
+		}
+	}
+	switch {
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return cmdline.Usagef("--tls-cert and --tls-key go together")
+	case c.TLSClientCA != "" && c.TLSCert == "":
+		return cmdline.Usagef("--tls-client-ca needs --tls-cert")
+	case (c.UpstreamCert == "") != (c.UpstreamKey == ""):
+		return cmdline.Usagef("--upstream-cert and --upstream-key go together")
+	case c.StartTLS != "" && c.StartTLS != "postgres":
+		return cmdline.Usagef("--starttls: %q is not a protocol ipprotd speaks (postgres)", c.StartTLS)
+	case c.TLSRequired && (c.StartTLS != "postgres" || c.TLSCert == ""):
+		return cmdline.Usagef("--tls-required needs --starttls postgres and --tls-cert")
+	case c.UpstreamInsecure && c.UpstreamCA != "":
+		return cmdline.Usagef("--upstream-insecure and --upstream-ca cannot be used together")
+	}
+	if c.UpstreamServerName != "" && !validServerName(c.UpstreamServerName) {
+		return cmdline.Usagef("--upstream-server-name: %q is not a host name or IP address", c.UpstreamServerName)
+	}
+	var alpn []string
+	if c.StartTLS == "postgres" {
+		alpn = []string{"postgresql"}
+	}
+	if c.TLSCert != "" {
+		srv, err := tlsfiles.NewServer(tlsfiles.ServerFiles{Cert: string(c.TLSCert), Key: string(c.TLSKey), ClientCA: string(c.TLSClientCA), ALPN: alpn})
+		if err != nil {
+			return cmdline.Usagef("--tls-cert: %v", err)
+		}
+		cfg.tlsServer = srv
+	}
+	if c.UpstreamTLS {
+		name := c.UpstreamServerName
+		if name == "" {
+			name = cfg.outHost
+		}
+		up, err := tlsfiles.NewUpstream(tlsfiles.UpstreamFiles{CA: string(c.UpstreamCA), ServerName: name,
+			Cert: string(c.UpstreamCert), Key: string(c.UpstreamKey), Insecure: c.UpstreamInsecure})
+		if err != nil {
+			return cmdline.Usagef("--upstream-tls: %v", err)
+		}
+		cfg.tlsUpstream, cfg.insecure = up, c.UpstreamInsecure
+	}
+	return nil
+}
+
+// validServerName reports whether s can be a TLS server name: a host name
+// or an IP address.
+func validServerName(s string) bool {
+	_, err := proxy.ParseHost(s)
+	return err == nil && !strings.ContainsAny(s, "[]")
 }

@@ -178,7 +178,22 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 	logger.Info("listening", "addr", ln.Addr().String(), "dest", proxy.JoinHostPort(cfg.outHost, cfg.outPort), "version", versionString())
 	ready.ok()
 
-	life := watchSignals(signals, reopener(reopenable, logger), logger)
+	reloads := []reload{}
+	for _, f := range reopenable {
+		if f != nil {
+			reloads = append(reloads, reload{f.Path(), f.Reopen})
+		}
+	}
+	if cfg.tlsServer != nil {
+		reloads = append(reloads, reload{"--tls-cert", cfg.tlsServer.Reload})
+	}
+	if cfg.tlsUpstream != nil {
+		reloads = append(reloads, reload{"--upstream-cert", cfg.tlsUpstream.Reload})
+	}
+	if cfg.insecure {
+		logger.Warn("--upstream-insecure: the destination's certificate is not verified; anyone on the path can read and change the traffic")
+	}
+	life := watchSignals(signals, reloader(reloads, logger), logger)
 	defer life.close()
 
 	// Two tasks: the accept loop, and the wait for a stop followed by the
@@ -298,18 +313,25 @@ func (l *lifecycle) close() {
 	l.wg.Wait()
 }
 
-// reopener returns the SIGHUP action: reopen every log file.
-func reopener(files []*logfile.File, logger *slog.Logger) func() {
+// reload is one thing SIGHUP re-reads: a log file, a certificate.
+type reload struct {
+	what string
+	do   func() error
+}
+
+// reloader returns the SIGHUP action: reopen every log file and re-read
+// every certificate. What fails to reload stays as it was, and the log
+// says why.
+func reloader(reloads []reload, logger *slog.Logger) func() {
 	return func() {
-		for _, f := range files {
-			if f == nil {
-				continue
-			}
-			if err := f.Reopen(); err != nil {
-				logger.Error("reopen log after SIGHUP", "err", err)
+		failed := 0
+		for _, r := range reloads {
+			if err := r.do(); err != nil {
+				failed++
+				logger.Error("reload after SIGHUP failed; the previous one stays in use", "what", r.what, "err", err)
 			}
 		}
-		logger.Info("logs reopened")
+		logger.Info("reloaded after SIGHUP", "failed", failed)
 	}
 }
 

@@ -88,6 +88,12 @@ func init() {
 			func(e *Entry, v string) { e.N, _ = strconv.ParseUint(v, 10, 64) }},
 		{'x', func(dst []byte, f *proxy.Facts) []byte { return append(dst, f.Outcome.String()...) }, `\S+`,
 			func(e *Entry, v string) { e.Outcome = v }},
+		{'T', func(dst []byte, f *proxy.Facts) []byte { return appendOr(dst, f.ClientTLS) }, `\S+`,
+			func(e *Entry, v string) { e.ClientTLS = v }},
+		{'U', func(dst []byte, f *proxy.Facts) []byte { return appendOr(dst, f.ServerTLS) }, `\S+`,
+			func(e *Entry, v string) { e.ServerTLS = v }},
+		{'C', func(dst []byte, f *proxy.Facts) []byte { return appendOr(dst, f.ClientCert) }, `.*?`,
+			func(e *Entry, v string) { e.ClientCert = v }},
 	} {
 		expressions[x.letter] = x
 	}
@@ -121,8 +127,10 @@ func (x *expression) appendTo(dst []byte, facts *proxy.Facts) []byte {
 }
 
 // Compile parses format once into a Format. Any character other than an
-// expression is copied unchanged. The expressions are those of SPEC §4: %%,
-// %s, %e, %S, %i, %p, %o, %O, %r, %w, %f, %N, %x, %n and %t. Any other
+// expression is copied unchanged. The expressions are those of SPEC §4 and
+// §7: %%, %s, %e, %S, %i, %p, %o, %O, %r, %w, %f, %N, %x, %n, %t, and %T,
+// %U, %C (the client's and the destination's TLS, the client certificate's
+// subject). Any other
 // expression is an error naming it and the byte offset of its %, such as
 // `unknown expression "%q" at byte 7`; so is a lone % at the end and an empty
 // format.
@@ -262,6 +270,14 @@ func appendPort(dst []byte, ap netip.AddrPort) []byte {
 		return append(dst, '-')
 	}
 	return strconv.AppendUint(dst, uint64(ap.Port()), 10)
+}
+
+// appendOr renders v, or "-" where it is empty.
+func appendOr(dst []byte, v string) []byte {
+	if v == "" {
+		return append(dst, '-')
+	}
+	return append(dst, v...)
 }
 
 // appendFile renders the data file's path, or "-" where there is none.

@@ -20,6 +20,9 @@ type Entry struct {
 	Client, Dest      netip.AddrPort // an address without its port where the format has %i but not %p
 	BytesIn, BytesOut int64
 	Outcome           string // "ok", "aborted", …
+	ClientTLS         string // %T: "TLSv1.3/TLS_AES_128_GCM_SHA256"
+	ServerTLS         string // %U
+	ClientCert        string // %C
 	File              string
 	Line              string // the line itself, without its newline
 }

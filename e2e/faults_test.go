@@ -1071,14 +1071,14 @@ func TestSighupDuringBurst(t *testing.T) {
 			t.Fatal(err)
 		}
 		d.signal(syscall.SIGHUP)
-		d.waitLog(`"logs reopened"`, r)
+		d.waitLog(`"reloaded after SIGHUP"`, r)
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Error(err)
 	}
-	d.waitLog(`"logs reopened"`, rotations)
+	d.waitLog(`"reloaded after SIGHUP"`, rotations)
 	d.stop()
 	var lines []string
 	for r := 1; r <= rotations; r++ {

@@ -143,7 +143,7 @@ func TestSighupOntoFIFO(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.signal(syscall.SIGHUP)
-	if l := d.waitLog(`"reopen log after SIGHUP"`, 1); !strings.Contains(l[0], "not a regular file") && !strings.Contains(l[0], "no such device or address") {
+	if l := d.waitLog(`"reload after SIGHUP failed; the previous one stays in use"`, 1); !strings.Contains(l[0], "not a regular file") && !strings.Contains(l[0], "no such device or address") {
 		t.Errorf("reopen error %q; want the FIFO refused", l[0])
 	}
 	if _, err := exchange(d.addr(), []byte("b")); err != nil {

@@ -182,7 +182,7 @@ func TestSighupReopensConnectionLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.signal(syscall.SIGHUP)
-	d.waitLog("\"logs reopened\"", 1)
+	d.waitLog("\"reloaded after SIGHUP\"", 1)
 	for range 2 {
 		if _, err := exchange(d.addr(), []byte("b")); err != nil {
 			t.Fatal(err)

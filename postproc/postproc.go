@@ -160,6 +160,7 @@ var envNames = []string{
 	"IPPROT_FILE", "IPPROT_CLIENT_IP", "IPPROT_CLIENT_PORT", "IPPROT_OUT_HOST",
 	"IPPROT_OUT_PORT", "IPPROT_START", "IPPROT_END", "IPPROT_BYTES_IN",
 	"IPPROT_BYTES_OUT", "IPPROT_OUTCOME", "IPPROT_CONN",
+	"IPPROT_CLIENT_TLS", "IPPROT_UPSTREAM_TLS", "IPPROT_CLIENT_CERT",
 }
 
 // New returns a Runner for cfg. It fails if the command is empty, a number
@@ -290,7 +291,7 @@ func (r *Runner) newRun(f *proxy.Facts) *run {
 	if r.times {
 		params = append(params, start, end, bytesIn, bytesOut)
 	}
-	return &run{
+	j := &run{
 		conn:   f.N,
 		file:   file,
 		params: params,
@@ -308,6 +309,16 @@ func (r *Runner) newRun(f *proxy.Facts) *run {
 			"IPPROT_CONN=" + strconv.FormatUint(f.N, 10),
 		},
 	}
+	// Where the proxy spoke TLS: its version and cipher suite on each
+	// side, the client certificate's subject.
+	for _, v := range []struct{ name, value string }{
+		{"IPPROT_CLIENT_TLS", f.ClientTLS}, {"IPPROT_UPSTREAM_TLS", f.ServerTLS}, {"IPPROT_CLIENT_CERT", f.ClientCert},
+	} {
+		if v.value != "" {
+			j.env = append(j.env, v.name+"="+v.value)
+		}
+	}
+	return j
 }
 
 // work runs waiting runs until none is left, as one of at most r.jobs

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -36,8 +37,11 @@ type direction struct {
 	ss       *session
 	dir      datafile.Direction
 	src, dst *net.TCPConn
-	srcRaw   syscall.RawConn
-	dstRaw   syscall.RawConn
+	// srcTLS and dstTLS are the TLS on src and dst where the proxy speaks
+	// it (the plaintext is read, recorded and written), nil in clear.
+	srcTLS, dstTLS *tls.Conn
+	srcRaw         syscall.RawConn
+	dstRaw         syscall.RawConn
 	// count is the facts' byte count of this direction: bytes read from
 	// the client (In), bytes written to it (Out). The session reads it once
 	// both directions ended.
@@ -91,8 +95,9 @@ const (
 // parking deadline.
 var errPark = errors.New("park")
 
-func (d *direction) init(ss *session, dir datafile.Direction, src, dst *net.TCPConn, count *int64) error {
+func (d *direction) init(ss *session, dir datafile.Direction, src, dst *net.TCPConn, srcTLS, dstTLS *tls.Conn, count *int64) error {
 	d.ss, d.dir, d.src, d.dst, d.count = ss, dir, src, dst, count
+	d.srcTLS, d.dstTLS = srcTLS, dstTLS
 	var err error
 	if d.srcRaw, err = src.SyscallConn(); err != nil {
 		return err
@@ -122,8 +127,9 @@ func (d *direction) run() {
 			}
 			// The session was cancelled while the direction went idle.
 		case err == io.EOF:
-			// Pass the FIN on; the other direction keeps flowing.
-			d.dst.CloseWrite()
+			// Pass the FIN (or close_notify) on; the other direction
+			// keeps flowing.
+			d.closeWrite()
 		default:
 			d.ss.cancel(err)
 		}
@@ -145,7 +151,13 @@ const (
 func (d *direction) step() error {
 	d.armPark()
 	limit := d.readLimit()
-	p, err := d.br.read(limit)
+	var p []byte
+	var err error
+	if d.srcTLS != nil {
+		p, err = d.readTLS(limit)
+	} else {
+		p, err = d.br.read(limit)
+	}
 	switch {
 	case err == nil:
 	case err == io.EOF:
@@ -168,7 +180,19 @@ func (d *direction) step() error {
 			return err
 		}
 	}
-	n, err := d.write(p)
+	return d.send(p)
+}
+
+// send writes the block p on to dst, plain or TLS, counts it and gives
+// its buffer back.
+func (d *direction) send(p []byte) error {
+	var n int
+	var err error
+	if d.dstTLS != nil {
+		n, err = d.writeTLS(p)
+	} else {
+		n, err = d.write(p)
+	}
 	if d.dir == datafile.Out {
 		*d.count += int64(n)
 	}
@@ -177,6 +201,62 @@ func (d *direction) step() error {
 		return fmt.Errorf("write to %s: %w", d.ss.side(d.dst), err)
 	}
 	return nil
+}
+
+// forward records and writes p, bytes of the source read before the
+// direction runs (by the client's negotiation), as step does a block.
+func (d *direction) forward(p []byte) error {
+	d.ss.touch()
+	if d.dir == datafile.In {
+		*d.count += int64(len(p))
+	}
+	if d.recorded {
+		if err := d.ss.record(d.dir, p); err != nil {
+			return err
+		}
+	}
+	return d.send(p)
+}
+
+// readTLS reads the next block of plaintext from the source's TLS into a
+// pooled buffer. Unlike a plain socket's, it takes the buffer before the
+// data is there: crypto/tls reads into it. A read that meets the parking
+// deadline gives it back, so an idle TLS direction holds none either.
+func (d *direction) readTLS(limit int) ([]byte, error) {
+	buf := d.br.take(limit)
+	n, err := d.srcTLS.Read((*buf)[:min(limit, len(*buf))])
+	if n > 0 {
+		return (*buf)[:n], nil
+	}
+	d.br.release()
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return nil, err
+}
+
+// writeTLS writes p whole through dst's TLS. A write that takes no byte
+// for Config.WriteTimeout ends the session; crypto/tls holds the records
+// it encrypted meanwhile, at most one block's worth.
+func (d *direction) writeTLS(p []byte) (int, error) {
+	if t := d.ss.srv.cfg.WriteTimeout; t > 0 {
+		d.dst.SetWriteDeadline(time.Now().Add(t))
+		defer d.dst.SetWriteDeadline(time.Time{})
+	}
+	n, err := d.dstTLS.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("%w: it took no byte for %v (--write-timeout)", errStalled, d.ss.srv.cfg.WriteTimeout)
+	}
+	return n, err
+}
+
+// closeWrite passes the end of the source's stream on: a close_notify
+// through dst's TLS, then a FIN.
+func (d *direction) closeWrite() {
+	if d.dstTLS != nil {
+		d.dstTLS.CloseWrite()
+	}
+	d.dst.CloseWrite()
 }
 
 // readLimit is the most the next read may take: the whole buffer, or
@@ -376,6 +456,15 @@ func (r *blockReader) readFD(fd uintptr) bool {
 		}
 		return true
 	}
+}
+
+// take gives the reader a buffer for a read of at most limit bytes, for a
+// reader of its own (crypto/tls); release gives it back.
+func (r *blockReader) take(limit int) *[]byte {
+	if r.buf == nil {
+		r.buf = r.pool.get(limit)
+	}
+	return r.buf
 }
 
 func (r *blockReader) release() {

@@ -14,6 +14,7 @@ const (
 	ConnectFailed                // the destination could not be dialed
 	RecordError                  // the recording could not be written
 	Aborted                      // ended by a reset, an I/O error, the idle timeout or a forced stop
+	TLSFailed                    // a TLS handshake on either side failed, or a certificate did not verify
 )
 
 var outcomeNames = [...]string{
@@ -22,6 +23,7 @@ var outcomeNames = [...]string{
 	ConnectFailed: "connect-failed",
 	RecordError:   "record-error",
 	Aborted:       "aborted",
+	TLSFailed:     "tls-failed",
 }
 
 // String returns the outcome's name in the connection log.
@@ -51,6 +53,11 @@ type Facts struct {
 	// BytesOut is the number of bytes written to the establisher.
 	BytesOut int64
 	File     string // the data file's path; "" if there is none
-	Outcome  Outcome
-	Err      error // why the connection did not end OK; nil when it did
+	// ClientTLS and ServerTLS are the TLS the proxy spoke with the client
+	// and with the destination, as "TLSv1.3/TLS_AES_128_GCM_SHA256"; ""
+	// in clear or where TLS passed through. ClientCert is the subject of
+	// the client's verified certificate, "" if none.
+	ClientTLS, ServerTLS, ClientCert string
+	Outcome                          Outcome
+	Err                              error // why the connection did not end OK; nil when it did
 }

@@ -75,6 +75,11 @@ type Config struct {
 	// (the idle timeout does not see it: its other side may be busy).
 	WriteTimeout time.Duration
 
+	// TLS says where the proxy speaks TLS itself (terminating the
+	// client's, originating the destination's, PostgreSQL's negotiation).
+	// If nil, TLS passes through as bytes.
+	TLS *TLS
+
 	// MaxConns is the number of sessions that may run at once; a connection
 	// beyond it is closed at once with outcome Rejected. If zero, no limit.
 	MaxConns int

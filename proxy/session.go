@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -36,6 +37,12 @@ type session struct {
 	client *net.TCPConn
 	server *net.TCPConn
 	facts  Facts
+
+	// The TLS the proxy speaks on each side (Config.TLS), nil in clear,
+	// and the client's first bytes that the negotiation read and the
+	// destination has yet to get.
+	clientTLS, serverTLS *tls.Conn
+	pending              []byte
 
 	rec        Recorder
 	recOff     atomic.Bool  // recording given up (ContinueOnRecordError)
@@ -76,8 +83,14 @@ func (s *Server) serveConn(c *net.TCPConn) {
 	}
 	in, out := &ss.dirs[datafile.In], &ss.dirs[datafile.Out]
 	err := errors.Join(
-		in.init(ss, datafile.In, ss.client, ss.server, &ss.facts.BytesIn),
-		out.init(ss, datafile.Out, ss.server, ss.client, &ss.facts.BytesOut))
+		in.init(ss, datafile.In, ss.client, ss.server, ss.clientTLS, ss.serverTLS, &ss.facts.BytesIn),
+		out.init(ss, datafile.Out, ss.server, ss.client, ss.serverTLS, ss.clientTLS, &ss.facts.BytesOut))
+	if err == nil && len(ss.pending) > 0 {
+		// What the negotiation read of the client's stream (a
+		// StartupMessage's start, a CancelRequest) goes first, recorded.
+		err = in.forward(ss.pending)
+		ss.pending = nil
+	}
 	ss.running.Store(2)
 	ss.stopAbort = context.AfterFunc(s.abortCtx, ss.abortedByServer)
 	if err != nil {
@@ -103,12 +116,51 @@ func (ss *session) start() (Outcome, error) {
 		resetClose(ss.client)
 		return Rejected, errMaxConns
 	}
+	cancelRequest := false
+	if s.cfg.TLS.active() {
+		ctx, cancel := context.WithTimeout(s.abortCtx, s.cfg.ConnectTimeout)
+		neg, err := ss.negotiateClient(ctx, s.cfg.TLS)
+		cancel()
+		if err != nil {
+			if errors.Is(err, errNotTLS) {
+				// The client has PostgreSQL's error to read: a FIN, not
+				// a reset that could discard it.
+				ss.client.Close()
+				return Rejected, err
+			}
+			resetClose(ss.client)
+			if cause := context.Cause(s.abortCtx); cause != nil {
+				return Aborted, cause
+			}
+			return TLSFailed, asTLSError(err)
+		}
+		ss.clientTLS, ss.pending, cancelRequest = neg.conn, neg.pending, neg.cancel
+		if neg.conn != nil {
+			st := neg.conn.ConnectionState()
+			ss.facts.ClientTLS, ss.facts.ClientCert = describeTLS(st), clientSubject(st)
+		}
+	}
 	if err := ss.dial(); err != nil {
 		resetClose(ss.client)
 		if context.Cause(s.abortCtx) != nil {
 			return Aborted, err // a forced stop cut the dial short
 		}
 		return ConnectFailed, err
+	}
+	if s.cfg.TLS != nil && s.cfg.TLS.Upstream != nil && !cancelRequest {
+		ctx, cancel := context.WithTimeout(s.abortCtx, s.cfg.ConnectTimeout)
+		tc, err := ss.negotiateUpstream(ctx, s.cfg.TLS)
+		cancel()
+		if err != nil {
+			resetClose(ss.client)
+			resetClose(ss.server)
+			if cause := context.Cause(s.abortCtx); cause != nil {
+				return Aborted, cause
+			}
+			return TLSFailed, asTLSError(err)
+		}
+		ss.serverTLS = tc
+		ss.facts.ServerTLS = describeTLS(tc.ConnectionState())
 	}
 	if err := ss.openRecorder(); err != nil {
 		resetClose(ss.client)

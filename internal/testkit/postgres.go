@@ -35,6 +35,33 @@ func PgTool(t testing.TB, name string) string {
 // the server and removes the folder; the server also dies with this
 // process (Pdeathsig) should stop never be called.
 func StartPostgres(initdb, postgres string, port int) (stop func(), err error) {
+	pg, err := StartPostgresWith(initdb, postgres, port, PostgresOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return pg.Stop, nil
+}
+
+// PostgresOptions are what a test's PostgreSQL server may need beyond the
+// defaults.
+type PostgresOptions struct {
+	// CertFile and KeyFile turn on ssl with this certificate; with SSLOnly,
+	// pg_hba.conf admits TCP clients only over TLS (hostssl).
+	CertFile, KeyFile string
+	SSLOnly           bool
+	// LogStatements logs every statement the server runs in its log.
+	LogStatements bool
+}
+
+// Postgres is a running server of a test.
+type Postgres struct {
+	Port    int
+	Log     string // its log file
+	Stop    func()
+}
+
+// StartPostgresWith is StartPostgres with opts.
+func StartPostgresWith(initdb, postgres string, port int, opts PostgresOptions) (*Postgres, error) {
 	u, err := user.Lookup("postgres")
 	if err != nil {
 		return nil, err
@@ -57,14 +84,41 @@ func StartPostgres(initdb, postgres string, port int) (stop func(), err error) {
 		removeDir()
 		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
+	extra := []string{}
+	if opts.CertFile != "" {
+		for _, f := range []struct{ from, to string }{{opts.CertFile, "server.crt"}, {opts.KeyFile, "server.key"}} {
+			b, err := os.ReadFile(f.from)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(data, f.to), b, 0o600)
+			}
+			if err == nil {
+				err = os.Chown(filepath.Join(data, f.to), uid, gid)
+			}
+			if err != nil {
+				removeDir()
+				return nil, err
+			}
+		}
+		extra = append(extra, "-c", "ssl=on")
+		if opts.SSLOnly {
+			hba := "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n"
+			if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+				removeDir()
+				return nil, err
+			}
+		}
+	}
+	if opts.LogStatements {
+		extra = append(extra, "-c", "log_statement=all")
+	}
 	logFile, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
 		removeDir()
 		return nil, err
 	}
 	os.Chown(logFile.Name(), uid, gid)
-	cmd := exec.Command(postgres, "-D", data, "-p", strconv.Itoa(port), "-k", dir,
-		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=100")
+	cmd := exec.Command(postgres, append([]string{"-D", data, "-p", strconv.Itoa(port), "-k", dir,
+		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=100"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -82,7 +136,7 @@ func StartPostgres(initdb, postgres string, port int) (stop func(), err error) {
 		logFile.Close()
 		close(exited)
 	}()
-	stop = func() {
+	stop := func() {
 		// A fast shutdown (SIGINT), killed after 20 s.
 		cmd.Process.Signal(syscall.SIGINT)
 		select {
@@ -95,9 +149,10 @@ func StartPostgres(initdb, postgres string, port int) (stop func(), err error) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		err := exec.Command("psql", "-X", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "postgres", "-d", "postgres", "-c", "SELECT 1").Run()
+		// Through the server's own socket folder: TCP may need TLS.
+		err := exec.Command("psql", "-X", "-h", dir, "-p", strconv.Itoa(port), "-U", "postgres", "-d", "postgres", "-c", "SELECT 1").Run()
 		if err == nil {
-			return stop, nil
+			return &Postgres{Port: port, Log: logFile.Name(), Stop: stop}, nil
 		}
 		select {
 		case <-exited:
