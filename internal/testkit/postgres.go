@@ -55,9 +55,9 @@ type PostgresOptions struct {
 
 // Postgres is a running server of a test.
 type Postgres struct {
-	Port    int
-	Log     string // its log file
-	Stop    func()
+	Port int
+	Log  string // its log file
+	Stop func()
 }
 
 // StartPostgresWith is StartPostgres with opts.
