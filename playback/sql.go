@@ -254,6 +254,7 @@ type SQL struct {
 	user, db, app  string
 	seq            int  // the client's query messages so far (Statement.Seq)
 	copyIn         bool // the server is in COPY FROM STDIN: it waits for CopyData
+	skipToSync     bool // an extended batch failed: the server skips all up to its Sync
 	msg            []byte
 
 	stmts   map[string]string // prepared statement name → query
@@ -503,6 +504,9 @@ func (d *SQL) clientMessage(typ byte, body []byte, t time.Time, off int64) error
 	if strings.IndexByte("QPBEDCSF", typ) >= 0 {
 		d.seq++
 	}
+	if d.skipToSync && strings.IndexByte("QPBEDCF", typ) >= 0 {
+		return d.skipped(typ, body, t)
+	}
 	switch typ {
 	case 'Q':
 		st := d.statement(t)
@@ -539,6 +543,7 @@ func (d *SQL) clientMessage(typ byte, body []byte, t time.Time, off int64) error
 		// with the COPY's Execute, not knowing what it runs).
 		if !d.copyIn {
 			d.queue = append(d.queue, pending{kind: 'S', seq: d.seq})
+			d.skipToSync = false
 		}
 	case 'D', 'F':
 		d.queue = append(d.queue, pending{kind: typ, seq: d.seq})
@@ -546,6 +551,34 @@ func (d *SQL) clientMessage(typ byte, body []byte, t time.Time, off int64) error
 		d.copyIn = false
 	}
 	return nil
+}
+
+// skipped takes a message the client sent after an error of its batch
+// had come, before the batch's Sync: the server skips it. A Query or
+// Execute is listed as not run, with the SQL the client meant.
+func (d *SQL) skipped(typ byte, body []byte, t time.Time) error {
+	st := d.statement(t)
+	st.Skipped, st.Answered = true, true
+	switch typ {
+	case 'Q':
+		st.Text = cstring(body)
+	case 'P':
+		name, rest := cut(body)
+		d.stmts[name], _ = cut(rest)
+		return nil
+	case 'B':
+		name, rest := cut(body)
+		stmt, rest := cut(rest)
+		d.portals[name] = portal{query: d.stmts[stmt], params: bindParams(rest)}
+		return nil
+	case 'E':
+		name, _ := cut(body)
+		pt := d.portals[name]
+		st.Text, st.Params, st.Extended = pt.query, pt.params, true
+	default:
+		return nil
+	}
+	return d.emit(*st)
 }
 
 // startup reads the client's untyped messages: SSLRequest, GSSENCRequest,
@@ -748,6 +781,8 @@ func (d *SQL) failed(e *PGError, t time.Time) error {
 			return err
 		}
 	}
+	// Without its Sync sent yet, the server skips all up to it.
+	d.skipToSync = len(d.queue) == 0
 	if !reported {
 		st := d.statement(t)
 		st.Extended, st.Error, st.Answered, st.Seq = true, e, true, seq

@@ -443,3 +443,28 @@ func TestSQLCopyInState(t *testing.T) {
 	step(datafile.In, wire{}.msg('c').msg('S'), 1, false)
 	step(datafile.Out, ready(), 0, false)
 }
+
+// TestSQLSkipToSync: what a client pipelines after an extended batch
+// failed, before its Sync, the server skips, a Query too: listed as not
+// run, with nothing left waiting for an answer.
+func TestSQLSkipToSync(t *testing.T) {
+	ex := []exchange{
+		{pgSession[1].client, pgSession[1].server},
+		{wire{}.msg('P', "", "SELECT 1/0", int16(0)).msg('B', "", "", int16(0), int16(0), int16(0)).msg('E', "", 0),
+			wire{}.msg('1').msg('2').append(pgError("ERROR", "22012", "division by zero"))},
+		{wire{}.msg('P', "", "SELECT 2", int16(0)).msg('B', "", "", int16(0), int16(0), int16(0)).msg('E', "", 0).
+			msg('Q', "SELECT 3").msg('S'), ready()},
+		{wire{}.msg('Q', "SELECT 4"), wire{}.msg('C', "SELECT 1").append(ready())},
+	}
+	stmts, err := decode(sessionBlocks(ex, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "alice@shop SELECT 1/0 => ERROR 22012: division by zero\n" +
+		"alice@shop SELECT 2 => not run: an earlier message of its batch failed\n" +
+		"alice@shop SELECT 3 => not run: an earlier message of its batch failed\n" +
+		"alice@shop SELECT 4 => SELECT 1\n"
+	if got := withoutTimes(stmts); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
