@@ -1,16 +1,14 @@
 package replay
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"slices"
+	"os"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -23,8 +21,7 @@ import (
 // postgres replays one PostgreSQL recording to --postgres and reports
 // each statement whose outcome differs from the recorded one.
 func (c *Cmd) postgres(ctx context.Context, clk clock, r recording, rep *report) {
-	s := &pgSession{c: c, file: r.path, clk: clk, rep: rep,
-		recorded: map[int]numbered{}, replayed: map[int]replayedStatement{}}
+	s := &pgSession{c: c, file: r.path, clk: clk, rep: rep}
 	err := s.run(ctx, r.first)
 	if err != nil && ctx.Err() == nil {
 		rep.problem(r.path, err)
@@ -38,10 +35,13 @@ func (c *Cmd) postgres(ctx context.Context, clk clock, r recording, rep *report)
 // batches the client sent them (up to a Sync, Flush, Query, CopyDone or
 // CopyFail), each when it is due, and after each batch the target's
 // answers are read until it has answered everything (or wants COPY data).
+// All of it runs on the session's goroutine, except the writing of a
+// large batch (see flush).
 // A second playback.SQL decodes the replayed session, messages and
 // answers, into the replayed statements. Both number the client's
-// messages alike (Statement.Seq): a recorded and a replayed statement of
-// the same Seq are compared.
+// messages alike (Statement.Seq) and give their statements in that
+// order: the two streams are merged, and a recorded and a replayed
+// statement of the same Seq compared.
 type pgSession struct {
 	c    *Cmd
 	file string
@@ -55,24 +55,22 @@ type pgSession struct {
 	outBytes   int
 	last       time.Time // the last stamp read
 
-	n        int                       // recorded statements so far: cat --sql's numbers
-	recorded map[int]numbered          // recorded statements by Seq, awaiting the replayed one
-	replayed map[int]replayedStatement // replayed statements by Seq, awaiting the recorded one
+	n        int                  // recorded statements so far: cat --sql's numbers
+	recorded []numbered           // recorded statements awaiting the replayed one, by Seq
+	replayed []playback.Statement // replayed statements awaiting the recorded one, by Seq
 
-	conn       net.Conn // the target, after authentication; nil until the first message
-	w          *bufio.Writer
-	in         *inbox
-	readerDone chan struct{}
-	stop       func() bool         // ends closing conn when the replay is interrupted
-	rp         *playback.SQL       // the replayed session
-	sentSeq    int                 // the query messages sent (Statement.Seq)
-	synthetic  []int               // Seqs of messages the replay sent of its own
-	inBatch    bool                // messages were sent since the last wait
-	ended      bool                // the Terminate was sent, or the session ended before anything was sent
-	fatal      *playback.Statement // the target's error about the connection, before it ended it
-	lostErr    error               // why the session with the target ended
-	lastN      int                 // the number of the last recorded statement compared
-	chunks     [][]byte            // what wait takes from the inbox
+	conn      net.Conn            // the target, after authentication; nil until the first message
+	stop      func() bool         // ends closing conn when the replay is interrupted
+	batch     []byte              // messages to send
+	buf       []byte              // what the target answers is read into
+	rp        *playback.SQL       // the replayed session
+	sentSeq   int                 // the query messages sent (Statement.Seq)
+	synthetic []int               // Seqs of messages the replay sent of its own
+	inBatch   bool                // messages were sent since the last wait
+	ended     bool                // the Terminate was sent, or the session ended before anything was sent
+	fatal     *playback.Statement // the target's error about the connection, before it ended it
+	lostErr   error               // why the session with the target ended
+	lastN     int                 // the number of the last recorded statement compared
 }
 
 // errStop ends the reading of a recording early.
@@ -90,13 +88,6 @@ type queued struct {
 type numbered struct {
 	n  int
 	st playback.Statement
-}
-
-// replayedStatement is a replayed statement with the number of the
-// recorded statements before it, for one the recording does not list.
-type replayedStatement struct {
-	st     playback.Statement
-	before int
 }
 
 // run replays the recording, starting when first is due.
@@ -228,10 +219,13 @@ func (s *pgSession) message(ctx context.Context, typ byte, data []byte, t time.T
 		return err
 	}
 	if strings.IndexByte("QSHcfFX", typ) < 0 {
+		if len(s.batch) >= maxDirect {
+			return s.flush() // a long COPY's data, a long pipeline
+		}
 		return nil
 	}
-	if err := s.w.Flush(); err != nil {
-		return s.lost(err)
+	if err := s.flush(); err != nil {
+		return err
 	}
 	s.inBatch = false
 	if typ == 'X' {
@@ -241,15 +235,80 @@ func (s *pgSession) message(ctx context.Context, typ byte, data []byte, t time.T
 	return s.wait(ctx)
 }
 
-// write sends a message and hands it to the replay's decoder.
+// write adds a message to the batch and hands it to the replay's
+// decoder.
 func (s *pgSession) write(data []byte, t time.Time) error {
 	if strings.IndexByte("QPBEDCSF", data[0]) >= 0 {
 		s.sentSeq++
 	}
-	if _, err := s.w.Write(data); err != nil {
-		return s.lost(err)
-	}
+	s.batch = append(s.batch, data...)
 	return s.rp.Block(playback.Block{Dir: datafile.In, Stamped: true, Time: t, Data: data})
+}
+
+// maxDirect is the largest batch flush writes at once. Loopback and LAN
+// sockets buffer more than that between the two sides, so the write
+// completes even if the target does not read while it answers.
+const maxDirect = 64 << 10
+
+// flush sends the batch. A small one is written at once. A large one is
+// written by a goroutine of its own while the target's answers are read,
+// so that neither side can wait for the other to read: a pipeline whose
+// answers fill the sockets before its last message is written. When
+// the write ends, the writer wakes the reading with a read deadline.
+func (s *pgSession) flush() error {
+	if len(s.batch) <= maxDirect {
+		_, err := s.conn.Write(s.batch)
+		s.batch = s.batch[:0]
+		if err != nil {
+			return s.lost(err)
+		}
+		return nil
+	}
+	written := make(chan error, 1)
+	go writeBatch(s.conn, s.batch, written)
+	for {
+		n, err := s.conn.Read(s.buf)
+		derr := s.answer(s.buf[:n])
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = <-written
+			s.conn.SetReadDeadline(time.Time{})
+			s.batch = s.batch[:0]
+			if err == nil {
+				err = derr
+			}
+			if err != nil {
+				return s.lost(err)
+			}
+			return nil
+		}
+		if err == nil {
+			err = derr
+		}
+		if err != nil {
+			s.conn.Close() // the writer's end
+			<-written
+			return s.lost(err)
+		}
+	}
+}
+
+// writeBatch writes b to conn, then makes conn's reading return, and
+// sends the write's error.
+func writeBatch(conn net.Conn, b []byte, written chan<- error) {
+	_, err := conn.Write(b)
+	conn.SetReadDeadline(time.Now())
+	written <- err
+}
+
+// answer hands what the target sent to the replay's decoder.
+func (s *pgSession) answer(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if err := s.rp.Block(playback.Block{Dir: datafile.Out, Stamped: true, Data: b}); err != nil {
+		return fmt.Errorf("the target's answer: %w", err)
+	}
+	return nil
 }
 
 // Messages the replay sends of its own.
@@ -281,8 +340,8 @@ func (s *pgSession) failCopy(ctx context.Context) error {
 		return err
 	}
 	s.synthetic = append(s.synthetic, s.sentSeq)
-	if err := s.w.Flush(); err != nil {
-		return s.lost(err)
+	if err := s.flush(); err != nil {
+		return err
 	}
 	return s.wait(ctx)
 }
@@ -291,17 +350,12 @@ func (s *pgSession) failCopy(ctx context.Context) error {
 // was sent, or wants COPY data.
 func (s *pgSession) wait(ctx context.Context) error {
 	for s.rp.Awaiting() > 0 && !s.rp.CopyIn() {
-		var err error
-		s.chunks, err = s.in.take(ctx, s.chunks[:0])
-		for _, b := range s.chunks {
-			if derr := s.rp.Block(playback.Block{Dir: datafile.Out, Stamped: true, Data: b}); derr != nil {
-				s.in.recycle(s.chunks)
-				return s.lost(fmt.Errorf("the target's answer: %w", derr))
-			}
+		n, err := s.conn.Read(s.buf)
+		if derr := s.answer(s.buf[:n]); derr != nil {
+			return s.lost(derr)
 		}
-		s.in.recycle(s.chunks)
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return ctx.Err() // the connection was closed for it
 		}
 		if err != nil {
 			return s.lost(err)
@@ -330,18 +384,19 @@ func (s *pgSession) finish(ctx context.Context) error {
 		return nil
 	}
 	if s.inBatch {
-		if err := s.w.Flush(); err != nil {
-			return s.lost(err)
+		if err := s.flush(); err != nil {
+			return err
 		}
-		wctx, cancel := context.WithTimeout(ctx, s.c.Wait)
-		err := s.wait(wctx)
-		cancel()
-		if err != nil && !(errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil) {
+		s.conn.SetReadDeadline(time.Now().Add(s.c.Wait))
+		err := s.wait(ctx)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.lostErr, err = nil, nil // no more answers: the recording's end is the session's
+		}
+		if err != nil {
 			return err
 		}
 	}
-	s.w.Write(terminate)
-	s.w.Flush()
+	s.conn.Write(terminate)
 	s.ended = true
 	return nil
 }
@@ -382,8 +437,7 @@ func (s *pgSession) connect(ctx context.Context) error {
 	}
 	s.conn = hc.Conn
 	s.stop = context.AfterFunc(ctx, func() { s.conn.Close() })
-	s.w = bufio.NewWriterSize(s.conn, 64<<10)
-	s.in = newInbox()
+	s.buf = make([]byte, 64<<10)
 	db := cfg.Database
 	if db == "" {
 		db = cfg.User
@@ -400,10 +454,10 @@ func (s *pgSession) connect(ctx context.Context) error {
 		if err != nil {
 			return s.lost(err)
 		}
-		s.in.push(b)
+		if err := s.answer(b); err != nil {
+			return s.lost(err)
+		}
 	}
-	s.readerDone = make(chan struct{})
-	go s.in.read(s.conn, s.readerDone)
 	return nil
 }
 
@@ -413,49 +467,58 @@ func (s *pgSession) close() {
 	if s.conn != nil {
 		s.stop()
 		s.conn.Close()
-		if s.readerDone != nil {
-			<-s.readerDone
-		}
 	}
 	if s.rp != nil {
 		s.rp.End()
 	}
 }
 
-// recordedStatement takes a statement of the recording.
+// recordedStatement takes a statement of the recording: it is compared
+// with the replayed one of its Seq, or kept until that comes. Replayed
+// statements before it that are still waiting have no recorded one.
 func (s *pgSession) recordedStatement(st playback.Statement) error {
 	s.n++
 	if st.Connection {
 		return nil // the recorded connection's own error, a failed login
 	}
-	for seq, r := range s.replayed {
-		if seq > st.Seq {
-			r.before++
-			s.replayed[seq] = r
-		}
+	for len(s.replayed) > 0 && s.replayed[0].Seq < st.Seq {
+		s.compare(s.n-1, true, nil, &s.replayed[0])
+		s.replayed = s.replayed[1:]
 	}
-	if r, ok := s.replayed[st.Seq]; ok {
-		delete(s.replayed, st.Seq)
-		s.compare(s.n, false, &st, &r.st)
-		return nil
+	switch {
+	case len(s.replayed) == 0:
+		s.recorded = append(s.recorded, numbered{n: s.n, st: st})
+	case s.replayed[0].Seq == st.Seq:
+		s.compare(s.n, false, &st, &s.replayed[0])
+		s.replayed = s.replayed[1:]
+	default: // the replay is past it
+		s.compare(s.n, false, &st, nil)
 	}
-	s.recorded[st.Seq] = numbered{n: s.n, st: st}
 	return nil
 }
 
-// replayedStatement takes a statement of the replay.
+// replayedStatement takes a statement of the replay: it is compared with
+// the recorded one of its Seq, or kept until that comes. Recorded
+// statements before it that are still waiting have no replayed one.
 func (s *pgSession) replayedStatement(st playback.Statement) error {
 	if st.Connection {
 		s.fatal = &st // an error about the connection: the target ends it
 		return nil
 	}
 	st.Seq -= sort.SearchInts(s.synthetic, st.Seq)
-	if r, ok := s.recorded[st.Seq]; ok {
-		delete(s.recorded, st.Seq)
-		s.compare(r.n, false, &r.st, &st)
-		return nil
+	for len(s.recorded) > 0 && s.recorded[0].st.Seq < st.Seq {
+		s.compare(s.recorded[0].n, false, &s.recorded[0].st, nil)
+		s.recorded = s.recorded[1:]
 	}
-	s.replayed[st.Seq] = replayedStatement{st: st, before: s.n}
+	switch {
+	case len(s.recorded) == 0:
+		s.replayed = append(s.replayed, st)
+	case s.recorded[0].st.Seq == st.Seq:
+		s.compare(s.recorded[0].n, false, &s.recorded[0].st, &st)
+		s.recorded = s.recorded[1:]
+	default: // the recording is past it
+		s.compare(s.n-len(s.recorded), true, nil, &st)
+	}
 	return nil
 }
 
@@ -463,24 +526,13 @@ func (s *pgSession) replayedStatement(st playback.Statement) error {
 // statements that only one side has: a Parse or Bind that failed on its
 // own in the recording and not in the replay, or the other way round.
 func (s *pgSession) settle() {
-	seqs := make([]int, 0, len(s.recorded)+len(s.replayed))
-	for seq := range s.recorded {
-		seqs = append(seqs, seq)
+	for i := range s.recorded {
+		s.compare(s.recorded[i].n, false, &s.recorded[i].st, nil)
 	}
-	for seq := range s.replayed {
-		seqs = append(seqs, seq)
+	for i := range s.replayed {
+		s.compare(s.n, true, nil, &s.replayed[i])
 	}
-	slices.Sort(seqs)
-	for _, seq := range seqs {
-		if r, ok := s.recorded[seq]; ok {
-			s.compare(r.n, false, &r.st, nil)
-		}
-		if r, ok := s.replayed[seq]; ok {
-			s.compare(r.before, true, nil, &r.st)
-		}
-	}
-	clear(s.recorded)
-	clear(s.replayed)
+	s.recorded, s.replayed = nil, nil
 }
 
 // compare compares a recorded statement with its replay and reports it.
@@ -525,102 +577,4 @@ func outcome(st *playback.Statement) string {
 		return "no result"
 	}
 	return strings.Join(st.Tags, ", ")
-}
-
-// inbox is what the target sent, read by a goroutine of its own: the
-// target is read also while a long batch is written to it, so that
-// neither side can wait for the other to read (a pipeline of many
-// statements, whose answers fill the socket before its last message is
-// written).
-type inbox struct {
-	mu    sync.Mutex
-	full  [][]byte // read, not yet taken
-	free  [][]byte // buffers to read into
-	err   error    // what ended the reading
-	ready chan struct{}
-}
-
-func newInbox() *inbox { return &inbox{ready: make(chan struct{}, 1)} }
-
-// push adds bytes as if they were read.
-func (in *inbox) push(b []byte) {
-	in.mu.Lock()
-	in.full = append(in.full, b)
-	in.mu.Unlock()
-	in.signal()
-}
-
-func (in *inbox) signal() {
-	select {
-	case in.ready <- struct{}{}:
-	default:
-	}
-}
-
-// read reads conn until an error, which it keeps, then closes done.
-func (in *inbox) read(conn io.Reader, done chan<- struct{}) {
-	defer close(done)
-	for {
-		in.mu.Lock()
-		var buf []byte
-		if n := len(in.free); n > 0 {
-			buf, in.free = in.free[n-1], in.free[:n-1]
-		} else {
-			buf = make([]byte, 32<<10)
-		}
-		in.mu.Unlock()
-		n, err := conn.Read(buf)
-		in.mu.Lock()
-		if n > 0 {
-			in.full = append(in.full, buf[:n])
-		} else {
-			in.free = append(in.free, buf)
-		}
-		if err != nil {
-			in.err = err
-		}
-		in.mu.Unlock()
-		in.signal()
-		if err != nil {
-			return
-		}
-	}
-}
-
-// take appends to dst what was read and not yet taken, waiting until
-// there is some; it returns the error that ended the reading once all
-// read before it was taken, or ctx's.
-func (in *inbox) take(ctx context.Context, dst [][]byte) ([][]byte, error) {
-	for {
-		in.mu.Lock()
-		if len(in.full) > 0 {
-			dst = append(dst, in.full...)
-			clear(in.full)
-			in.full = in.full[:0]
-			in.mu.Unlock()
-			return dst, nil
-		}
-		err := in.err
-		in.mu.Unlock()
-		if err != nil {
-			return dst, err
-		}
-		select {
-		case <-in.ready:
-		case <-ctx.Done():
-			return dst, ctx.Err()
-		}
-	}
-}
-
-// recycle gives buffers that take returned back for reading.
-func (in *inbox) recycle(bufs [][]byte) {
-	in.mu.Lock()
-	for _, b := range bufs {
-		if cap(b) == 32<<10 {
-			in.free = append(in.free, b[:cap(b)])
-		}
-	}
-	in.mu.Unlock()
-	clear(bufs)
 }

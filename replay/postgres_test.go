@@ -24,6 +24,7 @@ type answer struct {
 	code   string // an ErrorResponse with this SQLSTATE instead
 	fatal  bool   // the error is FATAL: the connection is closed after it
 	copyIn bool   // a COPY FROM STDIN: CopyInResponse, then the data
+	parse  string // Parse fails with this SQLSTATE
 }
 
 // fakePG is a PostgreSQL server enough for the replay: it accepts any
@@ -152,6 +153,11 @@ func (s *fakeSession) message() bool {
 		s.failed = false // a Query's error fails no batch
 		s.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	case *pgproto3.Parse:
+		if code := s.f.answers[m.Query].parse; code != "" {
+			s.be.Send(&pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: code, Message: "fake " + code})
+			s.failed = true
+			break
+		}
 		s.stmts[m.Name] = m.Query
 		s.be.Send(&pgproto3.ParseComplete{})
 	case *pgproto3.Bind:
@@ -505,5 +511,71 @@ func TestPostgresNotPostgres(t *testing.T) {
 	}
 	if got := f.received(0); len(got) != 0 {
 		t.Errorf("the server got %d connections; want none", len(got))
+	}
+}
+
+// TestPostgresLongPipeline: a pipeline of more statements in one batch,
+// and a COPY of more data, than flush writes at once are written while
+// the answers are read. (On loopback the sockets buffer megabytes: no
+// test of a size that runs in a second makes a plain write wait.)
+func TestPostgresLongPipeline(t *testing.T) {
+	const n = 2000
+	var client, server []byte
+	for range n {
+		client = append(client, enc(&pgproto3.Parse{Query: "SELECT wide"}, &pgproto3.Bind{}, &pgproto3.Execute{})...)
+		server = append(server, enc(&pgproto3.ParseComplete{}, &pgproto3.BindComplete{})...)
+		for range 10 {
+			server = append(server, enc(row)...)
+		}
+		server = append(server, enc(cc("SELECT 10"))...)
+	}
+	client = append(client, enc(&pgproto3.Sync{})...)
+	server = append(server, enc(zI)...)
+	data := bytes.Repeat([]byte("0123456789abcdef\n"), 10000) // 170 kB
+	var copyData []byte
+	for len(data) > 0 {
+		k := min(len(data), 8500)
+		copyData = append(copyData, enc(&pgproto3.CopyData{Data: data[:k]})...)
+		data = data[k:]
+	}
+	copyData = append(copyData, enc(&pgproto3.CopyDone{})...)
+	file := recordFile(t, t.TempDir(), 1, datafile.None, both, pgBlocks(startup, login,
+		client, server,
+		enc(&pgproto3.Query{String: "COPY t FROM STDIN"}), enc(&pgproto3.CopyInResponse{ColumnFormatCodes: []uint16{0}}),
+		copyData, enc(cc("COPY 10000"), zI),
+		enc(&pgproto3.Terminate{}), nil))
+	f := startFakePG(t, map[string]answer{"SELECT wide": {tag: "SELECT 10", rows: 10}, "COPY t FROM STDIN": {copyIn: true}})
+	out, errOut, code := replayRun(t, "--postgres", f.conninfo(), "--speed", "0", file)
+	if want := fmt.Sprintf("1 sessions, %d statements, 0 differ\n", n+1); code != 0 || errOut != "" || splitSummary(t, out) != want {
+		t.Errorf("got %d, %q, %q; want 0, no error, %q", code, out, errOut, want)
+	}
+}
+
+// TestPostgresParseAlone: a Parse that fails on its own (no Execute after
+// it in its batch) in the recording and not in the replay, or the other
+// way round, is named: cat --sql lists the recorded one; the replayed
+// one is placed after the recorded statement before it.
+func TestPostgresParseAlone(t *testing.T) {
+	prepare := func(name, sql string) []byte {
+		return enc(&pgproto3.Parse{Name: name, Query: sql}, &pgproto3.Sync{})
+	}
+	file := recordFile(t, t.TempDir(), 1, datafile.None, both, pgBlocks(startup, login,
+		enc(&pgproto3.Query{String: "SELECT 1"}), enc(row, cc("SELECT 1"), zI),
+		prepare("a", "SELEC 2"), enc(pgErr("42601"), zI),
+		enc(&pgproto3.Query{String: "SELECT 3"}), enc(row, cc("SELECT 1"), zI),
+		prepare("b", "SELECT * FROM gone"), enc(&pgproto3.ParseComplete{}, zI),
+		enc(&pgproto3.Query{String: "SELECT 4"}), enc(row, cc("SELECT 1"), zI),
+	))
+	one := answer{tag: "SELECT 1", rows: 1}
+	f := startFakePG(t, map[string]answer{"SELECT 1": one, "SELECT 3": one, "SELECT 4": one, "SELECT * FROM gone": {parse: "42P01"}})
+	out, errOut, code := replayRun(t, "--postgres", f.conninfo(), "--speed", "0", file)
+	want := file + ": statement 2: recorded ERROR 42601, replayed ok: SELEC 2\n" +
+		file + ": after statement 3: recorded ok, replayed ERROR 42P01: SELECT * FROM gone\n" +
+		"1 sessions, 5 statements, 2 differ\n"
+	if code != 1 || errOut != "" || splitSummary(t, out) != want {
+		t.Errorf("got %d, %q, %q; want 1, no error,\n%s", code, out, errOut, want)
+	}
+	if listed := catSQL(t, file); len(listed) != 4 || !strings.HasPrefix(listed[1], "alice@shop SELEC 2 => ERROR 42601") {
+		t.Errorf("cat --sql lists:\n%s", strings.Join(listed, ""))
 	}
 }
