@@ -579,3 +579,29 @@ func TestPostgresParseAlone(t *testing.T) {
 		t.Errorf("cat --sql lists:\n%s", strings.Join(listed, ""))
 	}
 }
+
+// TestPostgresSpeed: statements are sent no earlier than their recorded
+// gaps (divided by --speed) allow. Only a lower bound: nothing else about
+// time can be asserted without flaking.
+func TestPostgresSpeed(t *testing.T) {
+	blocks := pgBlocks(startup, login,
+		enc(&pgproto3.Query{String: "SELECT 1"}), enc(row, cc("SELECT 1"), zI))
+	blocks = append(blocks, recBlock{datafile.In, t0 + 300000, enc(&pgproto3.Query{String: "SELECT 1"})},
+		recBlock{datafile.Out, t0 + 301000, enc(row, cc("SELECT 1"), zI)})
+	file := recordFile(t, t.TempDir(), 1, datafile.None, both, blocks)
+	f := startFakePG(t, map[string]answer{"SELECT 1": {tag: "SELECT 1", rows: 1}})
+	for _, tt := range []struct {
+		speed string
+		least time.Duration
+	}{{"1", 296 * time.Millisecond}, {"4", 74 * time.Millisecond}} {
+		began := time.Now()
+		out, errOut, code := replayRun(t, "--postgres", f.conninfo(), "--speed", tt.speed, file)
+		took := time.Since(began)
+		if code != 0 || errOut != "" || splitSummary(t, out) != "1 sessions, 2 statements, 0 differ\n" {
+			t.Errorf("--speed %s: got %d, %q, %q; want 0, no error, 2 statements", tt.speed, code, out, errOut)
+		}
+		if took < tt.least {
+			t.Errorf("--speed %s: the replay took %v; want at least %v", tt.speed, took, tt.least)
+		}
+	}
+}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/ipprot/ipprot/datafile"
 	"github.com/ipprot/ipprot/internal/cmdline"
+	"github.com/ipprot/ipprot/internal/testkit"
 	"github.com/ipprot/ipprot/recorder"
 )
 
@@ -426,4 +427,38 @@ func selfSigned(t *testing.T) (tls.Certificate, string) {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, path
+}
+
+// TestProgress: on a terminal a progress line is redrawn on stderr and
+// cleared before any other line and at the end.
+func TestProgress(t *testing.T) {
+	var stdout, stderr testkit.SyncBuffer
+	r := newReport(&stdout, &stderr, false, true, 2)
+	r.tty = true
+	stop := r.showProgress()
+	r.statement(nil)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(stderr.String(), "replay: 0/2 sessions done, 1 statements, 0 differ") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress line after 20 s: %q", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.note("f", "a note")
+	stop()
+	got := stderr.String()
+	if !strings.HasPrefix(got, "\r\x1b[Kreplay: ") || !strings.Contains(got, "differ\r\x1b[Kipprotd: f: a note\n") ||
+		strings.Count(got, "a note") != 1 || !(strings.HasSuffix(got, "a note\n") || strings.HasSuffix(got, "differ\r\x1b[K")) {
+		t.Errorf("stderr %q; want progress lines, cleared before the note and at the end", got)
+	}
+	if stdout.String() != "" {
+		t.Errorf("stdout %q; want nothing", stdout.String())
+	}
+
+	var quiet bytes.Buffer
+	r = newReport(&quiet, &quiet, false, true, 1)
+	r.showProgress()()
+	if quiet.Len() != 0 {
+		t.Errorf("not on a terminal: %q; want nothing", quiet.String())
+	}
 }
