@@ -22,6 +22,9 @@ const dialTimeout = 10 * time.Second
 func (c *Cmd) raw(ctx context.Context, clk clock, r recording, rep *report) {
 	res := rawResult{file: r.path}
 	err := c.rawReplay(ctx, clk, r, &res, rep)
+	if ctx.Err() != nil {
+		err = nil // interrupted: the summary says so, once
+	}
 	rep.raw(res, err)
 }
 
