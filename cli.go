@@ -15,21 +15,24 @@ import (
 	"github.com/ipprot/ipprot/connlog"
 	"github.com/ipprot/ipprot/internal/cmdline"
 	"github.com/ipprot/ipprot/proxy"
+	"github.com/ipprot/ipprot/replay"
 )
 
 // cli is ipprotd's command line: the proxy, run without a command word as
-// the original daemon is, and `ipprotd cat`. Every option of the original
-// has its short form; its two-letter -Dp and -uT (tagged orig) are
-// rewritten into long forms by normaliseArgs before kong sees them.
+// the original daemon is, `ipprotd cat` and `ipprotd replay`. Every option
+// of the original has its short form; its two-letter -Dp and -uT (tagged
+// orig) are rewritten into long forms by normaliseArgs before kong sees
+// them.
 type cli struct {
 	Help    helpFlag         `short:"?" help:"Show this help."`
 	Version kong.VersionFlag `short:"v" help:"Show the version."`
 
 	// Serve has no help of its own: ipprotd --help shows it, as the
 	// program's.
-	Serve   serveCmd `cmd:"" default:"withargs" hidden:""`
-	Cat     cat.Cmd  `cmd:"" help:"Read recordings: as text, raw bytes, a pcapng capture or the SQL of a PostgreSQL session."`
-	HelpCmd helpCmd  `cmd:"" name:"help" hidden:"" help:"Show the help of ipprotd or of a command."`
+	Serve   serveCmd   `cmd:"" default:"withargs" hidden:""`
+	Cat     cat.Cmd    `cmd:"" help:"Read recordings: as text, raw bytes, a pcapng capture or the SQL of a PostgreSQL session."`
+	Replay  replay.Cmd `cmd:"" help:"Play recordings again against a server: their bytes, or the statements of PostgreSQL sessions, reporting what differs."`
+	HelpCmd helpCmd    `cmd:"" name:"help" hidden:"" help:"Show the help of ipprotd or of a command."`
 }
 
 // serveCmd is the proxy's options: the original daemon's, and those it
@@ -105,7 +108,7 @@ Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot listen or start, 2 on b
 }
 
 // usageLines open ipprotd --help: the proxy needs no command word.
-const usageLines = "Usage: ipprotd [flags]\n       ipprotd cat <FILE> ... [flags]\n"
+const usageLines = "Usage: ipprotd [flags]\n       ipprotd cat <FILE> ... [flags]\n       ipprotd replay <FILE> ... [flags]\n"
 
 // newParser returns the parser of c, writing help and version to stdout.
 // exit receives kong's exit requests (help, version): cmdline.Exit.
@@ -144,7 +147,7 @@ func (helpFlag) IgnoreDefault() {}
 
 // helpCmd is `ipprotd help [COMMAND]`.
 type helpCmd struct {
-	Command string `arg:"" optional:"" help:"The command to show the help of (cat)."`
+	Command string `arg:"" optional:"" help:"The command to show the help of (cat, replay)."`
 }
 
 // Run prints the help of the proxy or of the command named.

@@ -366,3 +366,29 @@ func TestCatHelp(t *testing.T) {
 		t.Errorf("ipprotd --help lacks cat or the proxy's options:\n%s", out.String())
 	}
 }
+
+// TestReplayHelp: replay --help lists replay's options, not the proxy's;
+// ipprotd --help names replay.
+func TestReplayHelp(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := realMain([]string{"replay", "--help"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit status %d; want 0", code)
+	}
+	help := strings.Join(strings.Fields(out.String()), " ")
+	for _, want := range []string{"Usage: ipprotd replay [<FILE> ...]", "--to=HOST:PORT", "--to-tls", "--to-ca=FILE", "--to-insecure",
+		"--postgres=CONNINFO", "--speed=X", "(default: 1)", "--wait=DURATION", "(default: 3s)", "--format=text|json", "docs/replay.md"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("replay --help lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, unwanted := range []string{"--listen", "--gzip", "--daemon", "--sql"} {
+		if strings.Contains(help, unwanted) {
+			t.Errorf("replay --help shows %q", unwanted)
+		}
+	}
+	out.Reset()
+	realMain([]string{"--help"}, &out, &errOut)
+	if !strings.Contains(out.String(), "ipprotd replay <FILE> ... [flags]") {
+		t.Errorf("ipprotd --help does not name replay:\n%s", out.String())
+	}
+}

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
-	"golang.org/x/sys/unix"
 
 	"github.com/ipprot/ipprot/connlog"
 	"github.com/ipprot/ipprot/datafile"
@@ -198,8 +197,8 @@ func (c *Cmd) check(stdout io.Writer) error {
 			return fmt.Errorf("%s: %q is not IP:PORT (an IPv6 address in brackets: [::1]:5432)", a.opt, a.v)
 		}
 	}
-	c.color = c.Color == "always" || (c.Color == "auto" && os.Getenv("NO_COLOR") == "" && isTerminal(stdout))
-	if c.Pcapng && isTerminal(stdout) {
+	c.color = c.Color == "always" || (c.Color == "auto" && os.Getenv("NO_COLOR") == "" && cmdline.IsTerminal(stdout))
+	if c.Pcapng && cmdline.IsTerminal(stdout) {
 		return errors.New("--pcapng writes a binary capture: redirect stdout to a file (> session.pcapng)")
 	}
 	return nil
@@ -367,16 +366,6 @@ func (c *Cmd) blocksOf(ctx context.Context, file string, dir datafile.Direction,
 			return err
 		}
 	}
-}
-
-// isTerminal says whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 // sql lists the statements of a PostgreSQL session.

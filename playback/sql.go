@@ -44,6 +44,13 @@ type Statement struct {
 	// Connection says that this is no statement but an error about the
 	// connection, such as a failed login: Text is empty.
 	Connection bool
+	// Seq is the number of the client's message that the statement is of:
+	// its Query or Execute, or the Parse or Bind that failed on its own.
+	// The client's query messages (Query, Parse, Bind, Describe, Execute,
+	// Close, Sync, FunctionCall) are counted from 1, so that two decodings
+	// of the same client stream — a recording and its replay — give a
+	// statement the same Seq. It is 0 for a connection's error.
+	Seq int
 }
 
 // Param is one parameter of a Bind.
@@ -86,6 +93,16 @@ func (s *Statement) AppendText(b []byte) []byte {
 	b = append(b, '@')
 	b = append(b, s.Database...)
 	b = append(b, ' ')
+	b = s.AppendStatement(b)
+	b = append(b, " => "...)
+	b = appendOneLine(b, s.Result())
+	return append(b, '\n')
+}
+
+// AppendStatement appends the statement as AppendText shows it, on one
+// line: its SQL with its parameters, "(empty)" for an empty query,
+// "(connection)" for a connection's error.
+func (s *Statement) AppendStatement(b []byte) []byte {
 	switch {
 	case s.Connection:
 		b = append(b, "(connection)"...)
@@ -114,9 +131,7 @@ func (s *Statement) AppendText(b []byte) []byte {
 		}
 		b = append(b, ']')
 	}
-	b = append(b, " => "...)
-	b = appendOneLine(b, s.Result())
-	return append(b, '\n')
+	return b
 }
 
 // appendOneLine appends text with control characters and backslashes
@@ -215,25 +230,48 @@ var (
 // answer, 'N' to go on in clear), Query, Parse, Bind, Execute, Describe,
 // Close, Sync. The server's give the answers: ParseComplete, BindComplete,
 // CommandComplete, DataRow, EmptyQueryResponse, PortalSuspended,
-// ErrorResponse, ReadyForQuery. Passwords ('p' messages) are skipped, never
-// shown. A message may span blocks; its time is that of the block holding
-// its first byte.
+// CopyInResponse, FunctionCallResponse, ErrorResponse, ReadyForQuery.
+// Passwords ('p' messages) are skipped, never shown. A message may span
+// blocks; its time is that of the block holding its first byte.
+//
+// A replay uses SQL twice: on the recording, with OnMessage, to get the
+// client's messages to send again and the statements' recorded outcomes;
+// and on the replayed session (Resume, then the messages sent and the
+// bytes received as blocks), to get the replayed outcomes, with Awaiting
+// and CopyIn to know when the server has answered all it was sent.
 //
 // SQL holds partial messages and the statements awaiting an answer; it
 // holds no resources. It is not safe for concurrent use.
 type SQL struct {
-	emit func(Statement) error
-	err  error // sticky
+	emit  func(Statement) error
+	onMsg func(Message) error
+	err   error // sticky
 
 	client, server msgStream
-	head           []byte // the client's first bytes, to tell why it is not PostgreSQL
-	started        bool   // the startup message was read
-	serverRaw      int    // one-byte answers (SSLRequest, GSSENCRequest) the server owes
+	head           []byte   // the client's first bytes, to tell why it is not PostgreSQL
+	started        bool     // the startup message was read
+	params         []string // the startup message's parameters: name, value, name, value…
 	user, db, app  string
+	seq            int  // the client's query messages so far (Statement.Seq)
+	copyIn         bool // the server is in COPY FROM STDIN: it waits for CopyData
+	skipToSync     bool // an extended batch failed: the server skips all up to its Sync
+	msg            []byte
 
 	stmts   map[string]string // prepared statement name → query
 	portals map[string]portal
 	queue   []pending // client messages awaiting the server's answer, in order
+}
+
+// Message is one message the client sent after its startup message, as it
+// was on the wire.
+type Message struct {
+	// Type is its type byte: 'Q', 'P', 'B', 'E', 'S', 'd', 'X'…
+	Type byte
+	// Data is the whole message: type byte, length, body. It belongs to
+	// the receiver only during the call.
+	Data []byte
+	// Time is the stamp of the block that held its first byte.
+	Time time.Time
 }
 
 type portal struct {
@@ -247,6 +285,7 @@ type pending struct {
 	st    *Statement // Query, Execute: the statement to complete
 	query string     // Parse, Bind: the statement's text
 	t     time.Time  // Parse, Bind: its time
+	seq   int        // its Statement.Seq
 }
 
 // NewSQL returns an SQL decoder calling emit for each statement; an error
@@ -259,6 +298,39 @@ func NewSQL(emit func(Statement) error) *SQL {
 		portals: map[string]portal{},
 	}
 }
+
+// OnMessage makes d call fn with each message the client sent after its
+// startup message, in order, before d decodes it, except the password
+// messages ('p') of authentication: what a replay sends again. An error
+// from fn ends the decoding and is returned by Block. Call it before the
+// first Block.
+func (d *SQL) OnMessage(fn func(Message) error) {
+	d.onMsg = fn
+	d.client.keepAll = true
+}
+
+// Resume tells d that the startup and authentication are done, as for a
+// replayed session that authenticated by other means: the client's next
+// bytes are typed messages; its statements are user's on database,
+// application's.
+func (d *SQL) Resume(user, database, application string) {
+	d.started, d.client.untyped = true, false
+	d.user, d.db, d.app = user, database, application
+}
+
+// Parameters returns the startup message's parameters as name, value
+// pairs, in the order the client sent them (user, database, options,
+// application_name…); nil before the startup message.
+func (d *SQL) Parameters() []string { return d.params }
+
+// Awaiting returns how many of the client's messages still await an
+// answer from the server: 0 when the server has answered everything the
+// client sent.
+func (d *SQL) Awaiting() int { return len(d.queue) }
+
+// CopyIn says that the server is in COPY FROM STDIN: it waits for the
+// client's CopyData, CopyDone or CopyFail, not for more of its messages.
+func (d *SQL) CopyIn() bool { return d.copyIn }
 
 // Block decodes the next block of the recording. A block without a stamp
 // cannot be told client from server; it is an error.
@@ -315,7 +387,8 @@ func (d *SQL) End() error {
 // the body.
 type msgStream struct {
 	untyped bool
-	raw     int // single bytes to pass as they are (server: answers to SSLRequest)
+	keepAll bool // gather every body, not only keptType's
+	raw     int  // single bytes to pass as they are (server: answers to SSLRequest)
 
 	hdr  [5]byte
 	nhdr int
@@ -373,7 +446,7 @@ func (m *msgStream) feed(p []byte, t time.Time, off int64, fn func(typ byte, bod
 				return fmt.Errorf("at byte %d: message %q with length %d: %w", m.off, m.typ, length, ErrNotPostgres)
 			}
 			m.need = int(length - 4)
-			m.keep = m.untyped || keptType(m.typ)
+			m.keep = m.untyped || m.keepAll || keptType(m.typ)
 			m.body = m.body[:0]
 			if m.need == 0 {
 				m.nhdr = 0
@@ -417,27 +490,44 @@ func (d *SQL) clientMessage(typ byte, body []byte, t time.Time, off int64) error
 	if d.client.untyped {
 		return d.startup(body, off)
 	}
+	if strings.IndexByte("QPBEDCSFXHpdcf", typ) < 0 {
+		return fmt.Errorf("client byte %d: unknown message type %q: %w", off, typ, ErrNotPostgres)
+	}
+	if d.onMsg != nil && typ != 'p' {
+		d.msg = append(append(d.msg[:0], typ), 0, 0, 0, 0)
+		binary.BigEndian.PutUint32(d.msg[1:], uint32(4+len(body)))
+		d.msg = append(d.msg, body...)
+		if err := d.onMsg(Message{Type: typ, Data: d.msg, Time: t}); err != nil {
+			return err
+		}
+	}
+	if strings.IndexByte("QPBEDCSF", typ) >= 0 {
+		d.seq++
+	}
+	if d.skipToSync && strings.IndexByte("QPBEDCF", typ) >= 0 {
+		return d.skipped(typ, body, t)
+	}
 	switch typ {
 	case 'Q':
 		st := d.statement(t)
 		st.Text = cstring(body)
-		d.queue = append(d.queue, pending{kind: 'Q', st: st})
+		d.queue = append(d.queue, pending{kind: 'Q', st: st, seq: d.seq})
 	case 'P':
 		name, rest := cut(body)
 		query, _ := cut(rest)
 		d.stmts[name] = query
-		d.queue = append(d.queue, pending{kind: 'P', query: query, t: t})
+		d.queue = append(d.queue, pending{kind: 'P', query: query, t: t, seq: d.seq})
 	case 'B':
 		name, rest := cut(body)
 		stmt, rest := cut(rest)
 		d.portals[name] = portal{query: d.stmts[stmt], params: bindParams(rest)}
-		d.queue = append(d.queue, pending{kind: 'B', query: d.stmts[stmt], t: t})
+		d.queue = append(d.queue, pending{kind: 'B', query: d.stmts[stmt], t: t, seq: d.seq})
 	case 'E':
 		name, _ := cut(body)
 		pt := d.portals[name]
 		st := d.statement(t)
 		st.Text, st.Params, st.Extended = pt.query, pt.params, true
-		d.queue = append(d.queue, pending{kind: 'E', st: st})
+		d.queue = append(d.queue, pending{kind: 'E', st: st, seq: d.seq})
 	case 'C':
 		if len(body) > 0 {
 			name, _ := cut(body[1:])
@@ -447,14 +537,48 @@ func (d *SQL) clientMessage(typ byte, body []byte, t time.Time, off int64) error
 				delete(d.portals, name)
 			}
 		}
-		d.queue = append(d.queue, pending{kind: 'C'})
-	case 'D', 'S', 'F':
-		d.queue = append(d.queue, pending{kind: typ})
-	case 'X', 'H', 'p', 'd', 'c', 'f':
-	default:
-		return fmt.Errorf("client byte %d: unknown message type %q: %w", off, typ, ErrNotPostgres)
+		d.queue = append(d.queue, pending{kind: 'C', seq: d.seq})
+	case 'S':
+		// In COPY FROM STDIN the server ignores Sync (libpq sends one
+		// with the COPY's Execute, not knowing what it runs).
+		if !d.copyIn {
+			d.queue = append(d.queue, pending{kind: 'S', seq: d.seq})
+			d.skipToSync = false
+		}
+	case 'D', 'F':
+		d.queue = append(d.queue, pending{kind: typ, seq: d.seq})
+	case 'c', 'f':
+		d.copyIn = false
 	}
 	return nil
+}
+
+// skipped takes a message the client sent after an error of its batch
+// had come, before the batch's Sync: the server skips it. A Query or
+// Execute is listed as not run, with the SQL the client meant.
+func (d *SQL) skipped(typ byte, body []byte, t time.Time) error {
+	st := d.statement(t)
+	st.Skipped, st.Answered = true, true
+	switch typ {
+	case 'Q':
+		st.Text = cstring(body)
+	case 'P':
+		name, rest := cut(body)
+		d.stmts[name], _ = cut(rest)
+		return nil
+	case 'B':
+		name, rest := cut(body)
+		stmt, rest := cut(rest)
+		d.portals[name] = portal{query: d.stmts[stmt], params: bindParams(rest)}
+		return nil
+	case 'E':
+		name, _ := cut(body)
+		pt := d.portals[name]
+		st.Text, st.Params, st.Extended = pt.query, pt.params, true
+	default:
+		return nil
+	}
+	return d.emit(*st)
 }
 
 // startup reads the client's untyped messages: SSLRequest, GSSENCRequest,
@@ -479,6 +603,7 @@ func (d *SQL) startup(body []byte, off int64) error {
 			var k, v string
 			k, rest = cut(rest)
 			v, rest = cut(rest)
+			d.params = append(d.params, k, v)
 			switch k {
 			case "user":
 				d.user = v
@@ -519,7 +644,7 @@ func printableStartup(b []byte) bool {
 }
 
 func (d *SQL) statement(t time.Time) *Statement {
-	return &Statement{Time: t, User: d.user, Database: d.db, Application: d.app}
+	return &Statement{Time: t, User: d.user, Database: d.db, Application: d.app, Seq: d.seq}
 }
 
 func (d *SQL) serverMessage(typ byte, body []byte, t time.Time, off int64) error {
@@ -544,8 +669,19 @@ func (d *SQL) serverMessage(typ byte, body []byte, t time.Time, off int64) error
 		d.pop(head("C"))
 	case 'n', 'T':
 		d.pop(head("D"))
-	case 'V':
-		d.pop(head("F"))
+	case 'G', 'W':
+		// CopyInResponse, CopyBothResponse: the server wants CopyData
+		// and ignores the Syncs sent after the COPY's Execute.
+		d.copyIn = true
+		if len(d.queue) > 0 {
+			q := d.queue[:1]
+			for _, p := range d.queue[1:] {
+				if p.kind != 'S' {
+					q = append(q, p)
+				}
+			}
+			d.queue = q
+		}
 	case 'D':
 		if h := head("QE"); h != nil {
 			h.st.Rows++
@@ -568,6 +704,8 @@ func (d *SQL) serverMessage(typ byte, body []byte, t time.Time, off int64) error
 			return d.complete()
 		}
 	case 'E':
+		// An error ends COPY FROM STDIN.
+		d.copyIn = false
 		return d.failed(errorFields(body), t)
 	case 'Z':
 		for len(d.queue) > 0 {
@@ -575,7 +713,7 @@ func (d *SQL) serverMessage(typ byte, body []byte, t time.Time, off int64) error
 			if err := d.complete(); err != nil {
 				return err
 			}
-			if k == 'S' || k == 'Q' {
+			if k == 'S' || k == 'Q' || k == 'F' {
 				break
 			}
 		}
@@ -612,14 +750,17 @@ func (d *SQL) complete() error {
 func (d *SQL) failed(e *PGError, t time.Time) error {
 	if len(d.queue) == 0 {
 		st := d.statement(t)
-		st.Error, st.Answered, st.Connection = e, true, true
+		st.Error, st.Answered, st.Connection, st.Seq = e, true, true, 0
 		return d.emit(*st)
 	}
-	if h := d.queue[0]; h.kind == 'Q' {
+	switch h := d.queue[0]; h.kind {
+	case 'Q':
 		h.st.Error, h.st.Answered = e, true
 		return nil
+	case 'F':
+		return nil // a FunctionCall ends with ReadyForQuery, failed or not
 	}
-	reported := false
+	reported, seq := false, d.queue[0].seq
 	for len(d.queue) > 0 && d.queue[0].kind != 'S' {
 		p := d.queue[0]
 		d.queue = d.queue[1:]
@@ -631,7 +772,7 @@ func (d *SQL) failed(e *PGError, t time.Time) error {
 			st.Skipped, st.Answered = true, true
 		case (p.kind == 'P' || p.kind == 'B') && !reported && !d.executedLater():
 			st = d.statement(p.t)
-			st.Text, st.Extended, st.Error, st.Answered = p.query, true, e, true
+			st.Text, st.Extended, st.Error, st.Answered, st.Seq = p.query, true, e, true, p.seq
 			reported = true
 		default:
 			continue
@@ -640,9 +781,11 @@ func (d *SQL) failed(e *PGError, t time.Time) error {
 			return err
 		}
 	}
+	// Without its Sync sent yet, the server skips all up to it.
+	d.skipToSync = len(d.queue) == 0
 	if !reported {
 		st := d.statement(t)
-		st.Extended, st.Error, st.Answered = true, e, true
+		st.Extended, st.Error, st.Answered, st.Seq = true, e, true, seq
 		return d.emit(*st)
 	}
 	return nil

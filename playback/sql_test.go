@@ -1,8 +1,10 @@
 package playback
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -298,5 +300,171 @@ func TestBindParams(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// copySession copies into a table with the simple protocol, then with the
+// extended one as libpq sends it (a Sync with the Execute and another
+// after CopyDone, the first ignored by the server), copies out, calls a
+// function, and runs a query after each.
+var copySession = []exchange{
+	{pgSession[1].client, pgSession[1].server},
+	{wire{}.msg('Q', "COPY t FROM STDIN"), wire{}.msg('G', []byte{0}, int16(1), int16(0))},
+	{wire{}.msg('d', []byte("1\n")).msg('d', []byte("2\n")).msg('c'), wire{}.msg('C', "COPY 2").append(ready())},
+	{wire{}.msg('Q', "SELECT 1"), wire{}.msg('T', int16(0)).msg('D', int16(0)).msg('C', "SELECT 1").append(ready())},
+	{wire{}.msg('P', "", "COPY t FROM STDIN", int16(0)).msg('B', "", "", int16(0), int16(0), int16(0)).
+		msg('D', []byte{'P'}, "").msg('E', "", 0).msg('S'),
+		wire{}.msg('1').msg('2').msg('n').msg('G', []byte{0}, int16(1), int16(0))},
+	{wire{}.msg('d', []byte("3\n")).msg('c').msg('S'), wire{}.msg('C', "COPY 1").append(ready())},
+	{wire{}.msg('Q', "SELECT 2"), wire{}.msg('T', int16(0)).msg('D', int16(0)).msg('C', "SELECT 1").append(ready())},
+	{wire{}.msg('Q', "COPY t TO STDOUT"), wire{}.msg('H', []byte{0}, int16(1), int16(0)).msg('d', []byte("1\n")).
+		msg('d', []byte("2\n")).msg('c').msg('C', "COPY 2").append(ready())},
+	{wire{}.msg('F', 1598, int16(0), int16(0), int16(0)), wire{}.msg('V', 1, []byte("x")).append(ready())},
+	{wire{}.msg('Q', "SELECT 3"), wire{}.msg('C', "SELECT 0").append(ready())},
+	{wire{}.msg('X'), nil},
+}
+
+// TestSQLCopy: COPY FROM STDIN in both protocols, COPY TO STDOUT and a
+// FunctionCall leave no message waiting for an answer: each statement
+// gets its own, whatever comes after.
+func TestSQLCopy(t *testing.T) {
+	stmts, err := decode(sessionBlocks(copySession, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "alice@shop COPY t FROM STDIN => COPY 2\n" +
+		"alice@shop SELECT 1 => SELECT 1\n" +
+		"alice@shop COPY t FROM STDIN => COPY 1\n" +
+		"alice@shop SELECT 2 => SELECT 1\n" +
+		"alice@shop COPY t TO STDOUT => COPY 2\n" +
+		"alice@shop SELECT 3 => SELECT 0\n"
+	if got := withoutTimes(stmts); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+	var seqs []int
+	for _, s := range stmts {
+		seqs = append(seqs, s.Seq)
+	}
+	// Q 1, Q 2, P 3 B 4 D 5 E 6 S 7, S 8, Q 9, Q 10, F 11, Q 12.
+	if got, want := fmt.Sprint(seqs), "[1 2 6 9 10 12]"; got != want {
+		t.Errorf("Seq: got %s; want %s", got, want)
+	}
+}
+
+// TestSQLMessages: OnMessage gets every message after the startup
+// message whole, passwords left out; Parameters holds the startup
+// message's; Seq counts the query messages alike in the recording and
+// in a decoder resumed after authentication that gets the same messages.
+func TestSQLMessages(t *testing.T) {
+	ex := append([]exchange{
+		{pgSession[1].client, wire{}.msg('R', 5, []byte{1, 2, 3, 4})},
+		{wire{}.msg('p', "md5secret"), wire{}.msg('R', 0).append(ready())},
+	}, pgSession[2:]...)
+	var sent []byte
+	var types []byte
+	var recorded []Statement
+	d := NewSQL(func(s Statement) error { recorded = append(recorded, s); return nil })
+	d.OnMessage(func(m Message) error {
+		sent = append(sent, m.Data...)
+		types = append(types, m.Type)
+		return nil
+	})
+	for _, b := range sessionBlocks(ex, rand.New(rand.NewPCG(3, 3))) {
+		if err := d.Block(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.End(); err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	for _, e := range ex[2:] {
+		want = append(want, e.client...)
+	}
+	if !bytes.Equal(sent, want) {
+		t.Errorf("the messages passed on:\n%q\nwant:\n%q", sent, want)
+	}
+	if got, want := string(types), "QQQQQQPBDESPSBESPBESPBEPBESPSX"; got != want {
+		t.Errorf("types %s; want %s", got, want)
+	}
+	if got, want := fmt.Sprint(d.Parameters()), "[user alice database shop application_name psql]"; got != want {
+		t.Errorf("Parameters() = %s; want %s", got, want)
+	}
+
+	// The replayed side: the same messages, the same answers.
+	var replayed []Statement
+	r := NewSQL(func(s Statement) error { replayed = append(replayed, s); return nil })
+	r.Resume("alice", "shop", "psql")
+	for _, e := range ex[2:] {
+		if err := r.Block(Block{Dir: datafile.In, Stamped: true, Time: t0sql, Data: e.client}); err != nil {
+			t.Fatal(err)
+		}
+		if r.Awaiting() == 0 && len(e.server) > 0 {
+			t.Errorf("after %q: Awaiting() = 0 with an answer to come", e.client)
+		}
+		if err := r.Block(Block{Dir: datafile.Out, Stamped: true, Time: t0sql, Data: e.server}); err != nil {
+			t.Fatal(err)
+		}
+		if n := r.Awaiting(); n != 0 {
+			t.Errorf("after the answer to %q: Awaiting() = %d; want 0", e.client, n)
+		}
+	}
+	if err := r.End(); err != nil {
+		t.Fatal(err)
+	}
+	if len(replayed) != len(recorded) {
+		t.Fatalf("%d statements replayed; %d recorded", len(replayed), len(recorded))
+	}
+	for i := range recorded {
+		if a, b := recorded[i], replayed[i]; a.Seq != b.Seq || a.Result() != b.Result() || a.Seq == 0 {
+			t.Errorf("statement %d: recorded Seq %d %q, replayed Seq %d %q; want the same, not 0", i+1, a.Seq, a.Result(), b.Seq, b.Result())
+		}
+	}
+}
+
+// TestSQLCopyInState: CopyIn and Awaiting follow a COPY FROM STDIN as a
+// replay sends it, also one the server fails.
+func TestSQLCopyInState(t *testing.T) {
+	r := NewSQL(func(Statement) error { return nil })
+	r.Resume("alice", "shop", "")
+	step := func(dir datafile.Direction, w wire, awaiting int, copyIn bool) {
+		t.Helper()
+		if err := r.Block(Block{Dir: dir, Stamped: true, Data: w}); err != nil {
+			t.Fatal(err)
+		}
+		if r.Awaiting() != awaiting || r.CopyIn() != copyIn {
+			t.Errorf("after %q: Awaiting() %d, CopyIn() %v; want %d, %v", w, r.Awaiting(), r.CopyIn(), awaiting, copyIn)
+		}
+	}
+	step(datafile.In, copySession[4].client, 5, false)
+	step(datafile.Out, copySession[4].server, 1, true) // the Execute; its Sync is ignored
+	step(datafile.In, wire{}.msg('d', []byte("x\n")), 1, true)
+	step(datafile.Out, pgError("ERROR", "22P02", "invalid input syntax"), 0, false)
+	step(datafile.In, wire{}.msg('c').msg('S'), 1, false)
+	step(datafile.Out, ready(), 0, false)
+}
+
+// TestSQLSkipToSync: what a client pipelines after an extended batch
+// failed, before its Sync, the server skips, a Query too: listed as not
+// run, with nothing left waiting for an answer.
+func TestSQLSkipToSync(t *testing.T) {
+	ex := []exchange{
+		{pgSession[1].client, pgSession[1].server},
+		{wire{}.msg('P', "", "SELECT 1/0", int16(0)).msg('B', "", "", int16(0), int16(0), int16(0)).msg('E', "", 0),
+			wire{}.msg('1').msg('2').append(pgError("ERROR", "22012", "division by zero"))},
+		{wire{}.msg('P', "", "SELECT 2", int16(0)).msg('B', "", "", int16(0), int16(0), int16(0)).msg('E', "", 0).
+			msg('Q', "SELECT 3").msg('S'), ready()},
+		{wire{}.msg('Q', "SELECT 4"), wire{}.msg('C', "SELECT 1").append(ready())},
+	}
+	stmts, err := decode(sessionBlocks(ex, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "alice@shop SELECT 1/0 => ERROR 22012: division by zero\n" +
+		"alice@shop SELECT 2 => not run: an earlier message of its batch failed\n" +
+		"alice@shop SELECT 3 => not run: an earlier message of its batch failed\n" +
+		"alice@shop SELECT 4 => SELECT 1\n"
+	if got := withoutTimes(stmts); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"golang.org/x/sys/unix"
 )
 
 // The exit statuses of every ipprotd command.
@@ -216,4 +218,15 @@ func parseError(err error) error {
 		msg = msg[:i]
 	}
 	return Usagef("%s (see %s)", msg, help)
+}
+
+// IsTerminal says whether w is a terminal: colour and progress lines are
+// for people, never for files and pipes.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

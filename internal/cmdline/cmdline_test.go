@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"testing"
 	"time"
 
@@ -95,5 +97,19 @@ func TestStatus(t *testing.T) {
 	}
 	if Reported(2).Error() != "" {
 		t.Errorf("Reported's message %q; want none", Reported(2).Error())
+	}
+}
+
+// TestIsTerminal: a file and a buffer are no terminals.
+func TestIsTerminal(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, w := range []io.Writer{f, &bytes.Buffer{}} {
+		if IsTerminal(w) {
+			t.Errorf("IsTerminal(%T) = true; want false", w)
+		}
 	}
 }
