@@ -129,6 +129,10 @@ func (c *serveCmd) config() (*config, error) {
 	}
 	if c.DataLog != "" {
 		cfg.record = c.recorderConfig()
+		// Hashing costs CPU for every byte of a plain file: only where
+		// the sum is used.
+		cfg.record.Hash = cfg.connFormat != nil && cfg.connFormat.Has('h') ||
+			c.PostCmd != "" || c.PostCmdTimes != ""
 	}
 	if cmd, times := string(c.PostCmd), c.PostCmdTimes != ""; cmd != "" || times {
 		opt := "-u/--post-cmd"

@@ -189,6 +189,27 @@ func TestOptions(t *testing.T) {
 	}
 }
 
+// TestHashOnlyWhereUsed: data files are hashed (recorder.Config.Hash)
+// where %h, a hook or the audit journal uses the sum, and only there.
+func TestHashOnlyWhereUsed(t *testing.T) {
+	dir := t.TempDir()
+	for args, want := range map[string]bool{
+		"":                             false,
+		"-c " + dir + "/c.log":         false,
+		"-c " + dir + "/c.log -C %f%h": true,
+		"-u true":                      true,
+		"-uT true":                     true,
+	} {
+		cfg, err := parse(t, append([]string{"-L", "-f", dir + "/p"}, strings.Fields(args)...)...)
+		if err != nil {
+			t.Fatalf("%s: %v", args, err)
+		}
+		if cfg.record.Hash != want {
+			t.Errorf("%q: hash %v; want %v", args, cfg.record.Hash, want)
+		}
+	}
+}
+
 // TestUsageErrors: every bad input ends with exit status 2 and one line on
 // stderr that names the option and the problem, before anything starts.
 func TestUsageErrors(t *testing.T) {

@@ -21,6 +21,7 @@ type Entry struct {
 	BytesIn, BytesOut int64
 	Outcome           string // "ok", "aborted", …
 	File              string
+	SHA256            string // the data file's SHA-256 (%h), lowercase hex
 	Line              string // the line itself, without its newline
 }
 

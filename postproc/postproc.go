@@ -128,7 +128,7 @@ type run struct {
 var envNames = []string{
 	"IPPROT_FILE", "IPPROT_CLIENT_IP", "IPPROT_CLIENT_PORT", "IPPROT_OUT_HOST",
 	"IPPROT_OUT_PORT", "IPPROT_START", "IPPROT_END", "IPPROT_BYTES_IN",
-	"IPPROT_BYTES_OUT", "IPPROT_OUTCOME", "IPPROT_CONN",
+	"IPPROT_BYTES_OUT", "IPPROT_OUTCOME", "IPPROT_CONN", "IPPROT_SHA256",
 }
 
 // New returns a Runner for cfg. It fails if the command is empty, a number
@@ -297,6 +297,7 @@ func (r *Runner) newRun(f *proxy.Facts) *run {
 			"IPPROT_BYTES_OUT=" + bytesOut,
 			"IPPROT_OUTCOME=" + f.Outcome.String(),
 			"IPPROT_CONN=" + strconv.FormatUint(f.N, 10),
+			"IPPROT_SHA256=" + f.SHA256,
 		},
 	}
 }
