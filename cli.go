@@ -15,10 +15,11 @@ import (
 	"github.com/ipprot/ipprot/connlog"
 	"github.com/ipprot/ipprot/internal/cmdline"
 	"github.com/ipprot/ipprot/proxy"
+	"github.com/ipprot/ipprot/verify"
 )
 
 // cli is ipprotd's command line: the proxy, run without a command word as
-// the original daemon is, and `ipprotd cat`. Every option of the original
+// the original daemon is, `ipprotd cat` and `ipprotd verify`. Every option of the original
 // has its short form; its two-letter -Dp and -uT (tagged orig) are
 // rewritten into long forms by normaliseArgs before kong sees them.
 type cli struct {
@@ -27,9 +28,10 @@ type cli struct {
 
 	// Serve has no help of its own: ipprotd --help shows it, as the
 	// program's.
-	Serve   serveCmd `cmd:"" default:"withargs" hidden:""`
-	Cat     cat.Cmd  `cmd:"" help:"Read recordings: as text, raw bytes, a pcapng capture or the SQL of a PostgreSQL session."`
-	HelpCmd helpCmd  `cmd:"" name:"help" hidden:"" help:"Show the help of ipprotd or of a command."`
+	Serve   serveCmd   `cmd:"" default:"withargs" hidden:""`
+	Cat     cat.Cmd    `cmd:"" help:"Read recordings: as text, raw bytes, a pcapng capture or the SQL of a PostgreSQL session."`
+	Verify  verify.Cmd `cmd:"" help:"Check audit journals (--audit-log): their chain, signatures and data files."`
+	HelpCmd helpCmd    `cmd:"" name:"help" hidden:"" help:"Show the help of ipprotd or of a command."`
 }
 
 // serveCmd is the proxy's options: the original daemon's, and those it
@@ -90,7 +92,7 @@ Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot listen or start, 2 on b
 }
 
 // usageLines open ipprotd --help: the proxy needs no command word.
-const usageLines = "Usage: ipprotd [flags]\n       ipprotd cat <FILE> ... [flags]\n"
+const usageLines = "Usage: ipprotd [flags]\n       ipprotd cat <FILE> ... [flags]\n       ipprotd verify [--pubkey FILE] <JOURNAL> ... [flags]\n"
 
 // newParser returns the parser of c, writing help and version to stdout.
 // exit receives kong's exit requests (help, version): cmdline.Exit.
@@ -129,7 +131,7 @@ func (helpFlag) IgnoreDefault() {}
 
 // helpCmd is `ipprotd help [COMMAND]`.
 type helpCmd struct {
-	Command string `arg:"" optional:"" help:"The command to show the help of (cat)."`
+	Command string `arg:"" optional:"" help:"The command to show the help of (cat, verify)."`
 }
 
 // Run prints the help of the proxy or of the command named.
