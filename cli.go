@@ -66,6 +66,8 @@ type serveCmd struct {
 
 	ConnLog       pathArg `short:"c" placeholder:"FILE" group:"log" help:"Append one line per connection to FILE."`
 	ConnLogFormat *string `short:"C" placeholder:"FORMAT" group:"log" help:"Format of that line; see docs/ipprotd.md (default: \"${connlog_format}\")."`
+	AuditLog      pathArg `placeholder:"FILE" group:"log" help:"Append a tamper-evident JSON entry per connection to FILE: its facts, its data file's size and SHA-256, chained to the entry before; synced before the hook runs. See docs/integrity.md."`
+	AuditKey      pathArg `placeholder:"FILE" group:"log" help:"Sign every --audit-log entry with this Ed25519 private key (PKCS#8 PEM: openssl genpkey -algorithm ed25519)."`
 
 	Daemon       bool          `short:"D" group:"run" help:"Detach and run in the background."`
 	PidFile      pathArg       `orig:"-Dp" also:"--daemon" placeholder:"FILE" group:"run" help:"Write the pid to FILE (-Dp FILE detaches too)."`
@@ -78,7 +80,7 @@ var groups = []kong.Group{
 	{Key: "fwd", Title: "Listening and forwarding:"},
 	{Key: "rec", Title: "Recording (need -f):"},
 	{Key: "post", Title: "Post-processing (need -f):"},
-	{Key: "log", Title: "Connection log:"},
+	{Key: "log", Title: "Connection log and audit journal:"},
 	{Key: "run", Title: "Running:"},
 }
 

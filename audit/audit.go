@@ -75,6 +75,10 @@ var (
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("audit journal closed")
 
+// ErrLocked is returned by Open and Reopen for a journal that another
+// process (another daemon) has open.
+var ErrLocked = errors.New("another process writes this journal")
+
 // Journal is an open journal. Append, Writable, Reopen, Abandon and Close
 // are safe for concurrent use. It owns its file and one goroutine until
 // Close.
@@ -192,7 +196,7 @@ func openFile(path string) (*os.File, error) {
 func lock(f *os.File, path string) error {
 	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	if errors.Is(err, unix.EWOULDBLOCK) {
-		return fmt.Errorf("%s: another process writes this journal", path)
+		return fmt.Errorf("%s: %w", path, ErrLocked)
 	}
 	if err != nil {
 		return fmt.Errorf("lock %s: %w", path, err)
