@@ -342,7 +342,11 @@ func (j *Journal) commit(group []*pending) error {
 		err := j.writeGroup(group)
 		if err == nil {
 			if ep := j.failing.Swap(nil); ep != nil {
-				j.log.Warn("audit journal written again; new connections are admitted", "path", j.path, "failed_for", time.Since(failedAt).Round(time.Millisecond).String(), "entries", len(group))
+				attrs := []any{"path", j.path, "entries", len(group)}
+				if !failedAt.IsZero() {
+					attrs = append(attrs, "failed_for", time.Since(failedAt).Round(time.Millisecond).String())
+				}
+				j.log.Warn("audit journal written again; new connections are admitted", attrs...)
 			}
 			return nil
 		}
