@@ -16,13 +16,14 @@ import (
 	"github.com/ipprot/ipprot/internal/cmdline"
 	"github.com/ipprot/ipprot/proxy"
 	"github.com/ipprot/ipprot/replay"
+	"github.com/ipprot/ipprot/verify"
 )
 
 // cli is ipprotd's command line: the proxy, run without a command word as
-// the original daemon is, `ipprotd cat` and `ipprotd replay`. Every option
-// of the original has its short form; its two-letter -Dp and -uT (tagged
-// orig) are rewritten into long forms by normaliseArgs before kong sees
-// them.
+// the original daemon is, `ipprotd cat`, `ipprotd replay` and `ipprotd
+// verify`. Every option of the original has its short form; its
+// two-letter -Dp and -uT (tagged orig) are rewritten into long forms by
+// normaliseArgs before kong sees them.
 type cli struct {
 	Help    helpFlag         `short:"?" help:"Show this help."`
 	Version kong.VersionFlag `short:"v" help:"Show the version."`
@@ -32,6 +33,7 @@ type cli struct {
 	Serve   serveCmd   `cmd:"" default:"withargs" hidden:""`
 	Cat     cat.Cmd    `cmd:"" help:"Read recordings: as text, raw bytes, a pcapng capture or the SQL of a PostgreSQL session."`
 	Replay  replay.Cmd `cmd:"" help:"Play recordings again against a server: their bytes, or the statements of PostgreSQL sessions, reporting what differs."`
+	Verify  verify.Cmd `cmd:"" help:"Check audit journals (--audit-log): their chain, signatures and data files."`
 	HelpCmd helpCmd    `cmd:"" name:"help" hidden:"" help:"Show the help of ipprotd or of a command."`
 }
 
@@ -69,6 +71,8 @@ type serveCmd struct {
 
 	ConnLog       pathArg `short:"c" placeholder:"FILE" group:"log" help:"Append one line per connection to FILE."`
 	ConnLogFormat *string `short:"C" placeholder:"FORMAT" group:"log" help:"Format of that line; see docs/ipprotd.md (default: \"${connlog_format}\")."`
+	AuditLog      pathArg `placeholder:"FILE" group:"log" help:"Append a tamper-evident JSON entry per connection to FILE: its facts, its data file's size and SHA-256, chained to the entry before; synced before the hook runs. See docs/integrity.md."`
+	AuditKey      pathArg `placeholder:"FILE" group:"log" help:"Sign every --audit-log entry with this Ed25519 private key (PKCS#8 PEM: openssl genpkey -algorithm ed25519)."`
 
 	TLSCert            pathArg `placeholder:"FILE" group:"tls" help:"Terminate the clients' TLS with this PEM certificate (chain), recording the plaintext; needs --tls-key. Re-read on SIGHUP."`
 	TLSKey             pathArg `placeholder:"FILE" group:"tls" help:"The PEM private key of --tls-cert (ECDSA, RSA or Ed25519)."`
@@ -93,7 +97,7 @@ var groups = []kong.Group{
 	{Key: "fwd", Title: "Listening and forwarding:"},
 	{Key: "rec", Title: "Recording (need -f):"},
 	{Key: "post", Title: "Post-processing (need -f):"},
-	{Key: "log", Title: "Connection log:"},
+	{Key: "log", Title: "Connection log and audit journal:"},
 	{Key: "tls", Title: "Seeing inside TLS (docs/ipprotd.md, Recording TLS):"},
 	{Key: "run", Title: "Running:"},
 }
@@ -108,7 +112,7 @@ Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot listen or start, 2 on b
 }
 
 // usageLines open ipprotd --help: the proxy needs no command word.
-const usageLines = "Usage: ipprotd [flags]\n       ipprotd cat <FILE> ... [flags]\n       ipprotd replay <FILE> ... [flags]\n"
+const usageLines = "Usage: ipprotd [flags]\n       ipprotd cat <FILE> ... [flags]\n       ipprotd replay <FILE> ... [flags]\n       ipprotd verify [--pubkey FILE] <JOURNAL> ... [flags]\n"
 
 // newParser returns the parser of c, writing help and version to stdout.
 // exit receives kong's exit requests (help, version): cmdline.Exit.
@@ -147,7 +151,7 @@ func (helpFlag) IgnoreDefault() {}
 
 // helpCmd is `ipprotd help [COMMAND]`.
 type helpCmd struct {
-	Command string `arg:"" optional:"" help:"The command to show the help of (cat, replay)."`
+	Command string `arg:"" optional:"" help:"The command to show the help of (cat, replay, verify)."`
 }
 
 // Run prints the help of the proxy or of the command named.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -9,7 +10,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
+	"github.com/ipprot/ipprot/audit"
 	"github.com/ipprot/ipprot/connlog"
 	"github.com/ipprot/ipprot/datafile"
 	"github.com/ipprot/ipprot/internal/cmdline"
@@ -27,11 +30,14 @@ type config struct {
 	allow      *proxy.AllowList
 	proxy      proxy.Config
 
-	record     *recorder.Config // nil without -f
-	connLog    string
-	connFormat *connlog.Format
-	post       *postproc.Config // nil without -u/-uT
-	postOpt    string           // -u/--post-cmd or -uT/--post-cmd-times, for errors
+	record       *recorder.Config // nil without -f
+	connLog      string
+	connFormat   *connlog.Format
+	auditLog     string             // "" without --audit-log
+	auditKey     ed25519.PrivateKey // nil: entries unsigned
+	auditKeyFile string
+	post         *postproc.Config // nil without -u/-uT
+	postOpt      string           // -u/--post-cmd or -uT/--post-cmd-times, for errors
 
 	tlsServer   *tlsfiles.Server   // --tls-cert: reloaded on SIGHUP
 	tlsUpstream *tlsfiles.Upstream // --upstream-tls
@@ -69,6 +75,12 @@ func (c *serveCmd) config() (*config, error) {
 		return nil, cmdline.Usagef("-u and -uT cannot be used together")
 	case c.ConnLogFormat != nil && c.ConnLog == "":
 		return nil, cmdline.Usagef("-C needs -c")
+	case c.AuditKey != "" && c.AuditLog == "":
+		return nil, cmdline.Usagef("--audit-key needs --audit-log")
+	case c.AuditLog != "" && !utf8.ValidString(string(c.DataLog)):
+		// The journal is JSON: a path that is not UTF-8 could not be
+		// written as it is, nor found again by ipprotd verify.
+		return nil, cmdline.Usagef("-f/--data-log: %q is not UTF-8, which --audit-log entries cannot hold", string(c.DataLog))
 	case c.BufferSize < 1 || c.BufferSize > maxBuffer:
 		return nil, cmdline.Usagef("-b/--buffer-size: %d is outside 1-%d", c.BufferSize, maxBuffer)
 	case c.StampInterval != nil && *c.StampInterval < 1:
@@ -129,6 +141,18 @@ func (c *serveCmd) config() (*config, error) {
 			return nil, cmdline.Usagef("-c/--conn-log: %v", err)
 		}
 	}
+	if c.AuditLog != "" {
+		cfg.auditLog = string(c.AuditLog)
+		if err := checkWritableDir(filepath.Dir(cfg.auditLog)); err != nil {
+			return nil, cmdline.Usagef("--audit-log: %v", err)
+		}
+	}
+	if c.AuditKey != "" {
+		if cfg.auditKey, err = audit.LoadPrivateKey(string(c.AuditKey)); err != nil {
+			return nil, cmdline.Usagef("--audit-key: %v", err)
+		}
+		cfg.auditKeyFile = string(c.AuditKey)
+	}
 	for _, o := range []struct{ opt, path string }{{"--pid-file", string(c.PidFile)}, {"--log-file", string(c.LogFile)}} {
 		if o.path == "" {
 			continue
@@ -139,6 +163,10 @@ func (c *serveCmd) config() (*config, error) {
 	}
 	if c.DataLog != "" {
 		cfg.record = c.recorderConfig()
+		// Hashing costs CPU for every byte of a plain file: only where
+		// the sum is used.
+		cfg.record.Hash = cfg.connFormat != nil && cfg.connFormat.Has('h') ||
+			c.PostCmd != "" || c.PostCmdTimes != "" || cfg.auditLog != ""
 	}
 	if cmd, times := string(c.PostCmd), c.PostCmdTimes != ""; cmd != "" || times {
 		opt := "-u/--post-cmd"

@@ -30,6 +30,7 @@ import (
 	"github.com/alecthomas/kong"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ipprot/ipprot/audit"
 	"github.com/ipprot/ipprot/connlog"
 	"github.com/ipprot/ipprot/internal/cmdline"
 	"github.com/ipprot/ipprot/logfile"
@@ -125,7 +126,11 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 	}
 	defer dlog.close()
 	logger := newLogger(dlog.w, cfg.logFormat)
-	reopenable := []*logfile.File{dlog.file}
+	// What SIGHUP reopens and re-reads.
+	var reloads []reload
+	if dlog.file != nil {
+		reloads = append(reloads, reload{"--log-file", dlog.file.Reopen})
+	}
 
 	var clog *logfile.File
 	if cfg.connLog != "" {
@@ -136,7 +141,15 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 			return cmdline.Usagef("-c/--conn-log: %v", err)
 		}
 		defer clog.Close()
-		reopenable = append(reopenable, clog)
+		reloads = append(reloads, reload{"-c/--conn-log", clog.Reopen})
+	}
+	var journal *audit.Journal
+	if cfg.auditLog != "" {
+		if journal, err = openJournal(cfg, logger); err != nil {
+			return err
+		}
+		defer journal.Close()
+		reloads = append(reloads, reload{"--audit-log", journal.Reopen})
 	}
 	var rec *recorder.Opener
 	if cfg.record != nil {
@@ -164,7 +177,10 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 
 	pcfg := cfg.proxy
 	pcfg.Logger = logger
-	pcfg.OnEnd = connectionEnded(clog, cfg.connFormat, runner, logger)
+	pcfg.OnEnd = connectionEnded(clog, cfg.connFormat, journal, runner, logger)
+	if journal != nil {
+		pcfg.Admit = admitWhileWritable(journal)
+	}
 	if rec != nil {
 		pcfg.OpenRecorder = openRecorder(rec)
 	}
@@ -178,12 +194,6 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 	logger.Info("listening", "addr", ln.Addr().String(), "dest", proxy.JoinHostPort(cfg.outHost, cfg.outPort), "version", versionString())
 	ready.ok()
 
-	reloads := []reload{}
-	for _, f := range reopenable {
-		if f != nil {
-			reloads = append(reloads, reload{f.Path(), f.Reopen})
-		}
-	}
 	if cfg.tlsServer != nil {
 		reloads = append(reloads, reload{"--tls-cert", cfg.tlsServer.Reload})
 	}
@@ -208,7 +218,7 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 		case <-gctx.Done():
 			logger.Info("stopping", "reason", context.Cause(gctx).Error(), "active", srv.Active())
 		}
-		drain(srv, runner, logger, cfg.drainTimeout, life.abort)
+		drain(srv, runner, journal, logger, cfg.drainTimeout, life.abort)
 		return nil
 	})
 	return g.Wait()
@@ -338,13 +348,18 @@ func reloader(reloads []reload, logger *slog.Logger) func() {
 // drain stops the daemon: sessions first, then post-processing commands.
 // Both waits together are bounded by drain (if not zero) and cut short when
 // abort closes (a second signal); sessions then end as aborted, commands
-// are ended, and every command not run is logged.
-func drain(srv *proxy.Server, runner *postproc.Runner, logger *slog.Logger, timeout time.Duration, abort <-chan struct{}) {
+// are ended, and every command not run is logged. Then, too, entries
+// waiting for an audit journal that cannot be written give up (their
+// connections' commands are not run, and logged).
+func drain(srv *proxy.Server, runner *postproc.Runner, journal *audit.Journal, logger *slog.Logger, timeout time.Duration, abort <-chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
+	}
+	if journal != nil {
+		context.AfterFunc(ctx, journal.Abandon)
 	}
 	go func() {
 		select {
@@ -364,9 +379,12 @@ func drain(srv *proxy.Server, runner *postproc.Runner, logger *slog.Logger, time
 	logger.Info("stopped")
 }
 
-// connectionEnded returns the proxy's OnEnd: the connection-log line, then
-// the post-processing command, in that order (SPEC §2).
-func connectionEnded(clog *logfile.File, format *connlog.Format, runner *postproc.Runner, logger *slog.Logger) func(*proxy.Facts) {
+// connectionEnded returns the proxy's OnEnd: the connection-log line, the
+// audit entry, written and synced, then the post-processing command, in
+// that order (SPEC §2, §9). A connection whose audit entry could not be
+// written does not get its command: a hook that ships and deletes the
+// recording would leave no trace of it at all.
+func connectionEnded(clog *logfile.File, format *connlog.Format, journal *audit.Journal, runner *postproc.Runner, logger *slog.Logger) func(*proxy.Facts) {
 	return func(f *proxy.Facts) {
 		if clog != nil {
 			line := format.Append(make([]byte, 0, 256), f)
@@ -374,9 +392,52 @@ func connectionEnded(clog *logfile.File, format *connlog.Format, runner *postpro
 				logger.Error("connection log", "conn", f.N, "err", err)
 			}
 		}
+		if journal != nil {
+			if err := journal.Append(f); err != nil {
+				logger.Error("audit entry not written", "conn", f.N, "file", f.File, "sha256", f.SHA256, "err", err)
+				if runner != nil && f.File != "" {
+					logger.Error("post-cmd not run", "conn", f.N, "file", f.File, "reason", "its audit entry was not written")
+				}
+				return
+			}
+		}
 		if runner != nil {
 			runner.Enqueue(f)
 		}
+	}
+}
+
+// openJournal opens the audit journal of cfg; its errors are start errors
+// naming --audit-log.
+func openJournal(cfg *config, logger *slog.Logger) (*audit.Journal, error) {
+	if err := os.MkdirAll(filepath.Dir(cfg.auditLog), 0o750); err != nil {
+		return nil, cmdline.Usagef("--audit-log: %v", err)
+	}
+	if cfg.auditKeyFile != "" {
+		if fi, err := os.Stat(cfg.auditKeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			logger.Warn("the audit key can be read by others than its owner; see docs/integrity.md", "file", cfg.auditKeyFile, "mode", fi.Mode().Perm().String())
+		}
+	}
+	j, err := audit.Open(audit.Config{Path: cfg.auditLog, Key: cfg.auditKey, Logger: logger})
+	if errors.Is(err, audit.ErrLocked) {
+		return nil, cmdline.Failf("--audit-log: %v", err)
+	}
+	if err != nil {
+		return nil, cmdline.Usagef("--audit-log: %v", err)
+	}
+	return j, nil
+}
+
+// admitWhileWritable returns the proxy's Admit: while the audit journal
+// cannot be written, new connections are refused (outcome rejected), as
+// a recording that cannot be written ends its connection — nothing passes
+// unaudited. Sessions already running go on; their entries wait.
+func admitWhileWritable(j *audit.Journal) func() error {
+	return func() error {
+		if err := j.Writable(); err != nil {
+			return fmt.Errorf("refused while the audit journal cannot be written: %w", err)
+		}
+		return nil
 	}
 }
 

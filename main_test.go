@@ -2,6 +2,11 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -189,6 +194,65 @@ func TestOptions(t *testing.T) {
 	}
 }
 
+// TestHashOnlyWhereUsed: data files are hashed (recorder.Config.Hash)
+// where %h, a hook or the audit journal uses the sum, and only there.
+func TestHashOnlyWhereUsed(t *testing.T) {
+	dir := t.TempDir()
+	for args, want := range map[string]bool{
+		"":                             false,
+		"-c " + dir + "/c.log":         false,
+		"-c " + dir + "/c.log -C %f%h": true,
+		"-u true":                      true,
+		"-uT true":                     true,
+	} {
+		cfg, err := parse(t, append([]string{"-L", "-f", dir + "/p"}, strings.Fields(args)...)...)
+		if err != nil {
+			t.Fatalf("%s: %v", args, err)
+		}
+		if cfg.record.Hash != want {
+			t.Errorf("%q: hash %v; want %v", args, cfg.record.Hash, want)
+		}
+	}
+}
+
+// rsaKey writes an RSA private key, PKCS#8 PEM, as dir/rsa.pem.
+func rsaKey(t *testing.T, dir string) string {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "rsa.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestAuditOptions: --audit-log and a good --audit-key make it into the
+// configuration, the key loaded.
+func TestAuditOptions(t *testing.T) {
+	dir := t.TempDir()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "key.pem")
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	cfg, err := parse(t, "--audit-log", dir+"/j/audit.log", "--audit-key", keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.auditLog != dir+"/j/audit.log" || !priv.Equal(cfg.auditKey) {
+		t.Errorf("audit log %q, key %v; want the path and the key", cfg.auditLog, cfg.auditKey)
+	}
+}
+
 // TestUsageErrors: every bad input ends with exit status 2 and one line on
 // stderr that names the option and the problem, before anything starts.
 func TestUsageErrors(t *testing.T) {
@@ -251,6 +315,12 @@ func TestUsageErrors(t *testing.T) {
 		{"--connect-timeout 0s", "ipprotd: --connect-timeout: 0s must be positive"},
 		{"--post-jobs 0", "ipprotd: --post-jobs: 0 must be 1 or more"},
 		{"extra", `ipprotd: unexpected argument extra (see ipprotd --help)`},
+		{"--audit-key " + dir + "/key.pem", "ipprotd: --audit-key needs --audit-log"},
+		{"--audit-log " + notDir + "/audit.log", "ipprotd: --audit-log: " + notDir + " is not a directory"},
+		{"--audit-log " + dir + "/audit.log --audit-key " + dir + "/none.pem", "ipprotd: --audit-key: open " + dir + "/none.pem: no such file or directory"},
+		{"--audit-log " + dir + "/audit.log --audit-key " + notDir, "ipprotd: --audit-key: " + notDir + ": no PEM block (openssl genpkey -algorithm ed25519 makes the file)"},
+		{"--audit-log " + dir + "/audit.log --audit-key " + rsaKey(t, dir), "ipprotd: --audit-key: " + dir + "/rsa.pem: a *rsa.PrivateKey, not an Ed25519 key (openssl genpkey -algorithm ed25519 makes one)"},
+		{"-f " + dir + "/p\xff --audit-log " + dir + "/audit.log", `ipprotd: -f/--data-log: "` + dir + `/p\xff" is not UTF-8, which --audit-log entries cannot hold`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.args, func(t *testing.T) {
@@ -281,14 +351,14 @@ func TestHelp(t *testing.T) {
 		out := strings.Join(strings.Fields(stdout.String()), " ") // unwrap
 		for _, want := range []string{
 			"ipprotd cat <FILE> ... [flags]",
-			"Listening and forwarding:", "Recording (need -f):", "Post-processing (need -f):", "Connection log:", "Running:",
+			"Listening and forwarding:", "Recording (need -f):", "Post-processing (need -f):", "Connection log and audit journal:", "Running:",
 			"-p, --listen=PORT[@HOST]", "(default: 8080)",
 			"-h, --out-host=HOST", "(default: localhost)",
 			"-P, --out=PORT[@HOST]", "-b, --buffer-size=BYTES", "(default: 300000)",
 			"-f, --data-log=PREFIX", "-l, --log-in", "-L, --log-both", "-s, --printable",
 			"-z, --gzip", "-j, --bzip2", "-t, --stamp-interval=SECS", "-M, --block-stamps",
 			"-u, --post-cmd=CMD", "--post-cmd-times=CMD", "(-uT)",
-			"-c, --conn-log=FILE", "-C, --conn-log-format=FORMAT", `(default: "%s %e %S %i %p %o %O %r %w %x %f%n")`,
+			"-c, --conn-log=FILE", "-C, --conn-log-format=FORMAT", "--audit-log=FILE", "--audit-key=FILE", `(default: "%s %e %S %i %p %o %O %r %w %x %f%n")`,
 			"-r, --allow=IP|CIDR", "-D, --daemon", "--pid-file=FILE", "-?, --help", "-v, --version",
 		} {
 			if !strings.Contains(out, want) {

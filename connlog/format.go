@@ -61,7 +61,7 @@ const (
 	portPattern = `-|\d+`
 )
 
-// expressions are the facts SPEC §4 names, by the letter after %.
+// expressions are the facts SPEC §4 and §7 name, by the letter after %.
 var expressions = map[byte]*expression{}
 
 func init() {
@@ -94,6 +94,7 @@ func init() {
 			func(e *Entry, v string) { e.ServerTLS = v }},
 		{'C', func(dst []byte, f *proxy.Facts) []byte { return appendOr(dst, f.ClientCert) }, `.*?`,
 			func(e *Entry, v string) { e.ClientCert = v }},
+		{'h', appendSHA256, `-|[0-9a-f]{64}`, func(e *Entry, v string) { e.SHA256 = v }},
 	} {
 		expressions[x.letter] = x
 	}
@@ -128,9 +129,9 @@ func (x *expression) appendTo(dst []byte, facts *proxy.Facts) []byte {
 
 // Compile parses format once into a Format. Any character other than an
 // expression is copied unchanged. The expressions are those of SPEC §4 and
-// §7: %%, %s, %e, %S, %i, %p, %o, %O, %r, %w, %f, %N, %x, %n, %t, and %T,
-// %U, %C (the client's and the destination's TLS, the client certificate's
-// subject). Any other
+// §7: %%, %s, %e, %S, %i, %p, %o, %O, %r, %w, %f, %N, %x, %h, %n, %t,
+// and %T, %U, %C (the client's and the destination's TLS, the client
+// certificate's subject). Any other
 // expression is an error naming it and the byte offset of its %, such as
 // `unknown expression "%q" at byte 7`; so is a lone % at the end and an empty
 // format.
@@ -198,8 +199,8 @@ func Compile(format string) (*Format, error) {
 // seconds from Start to End, rounded down, and 0 where End is before Start.
 // IPv4-mapped IPv6 addresses are written as IPv4; an IPv6 zone is kept
 // (fe80::1%eth0). A value a connection does not have is written as "-": %o
-// and %O where no destination was dialed, %f without a data file, %i and %p
-// for a zero Client, %s and %e for a zero time (then %S is 0).
+// and %O where no destination was dialed, %f and %h without a data file,
+// %i and %p for a zero Client, %s and %e for a zero time (then %S is 0).
 //
 // Control bytes (below 0x20, and 0x7F) inside a field's value are written as
 // \xNN and a backslash as \\, so no field can inject a newline or forge an
@@ -286,6 +287,16 @@ func appendFile(dst []byte, f *proxy.Facts) []byte {
 		return append(dst, '-')
 	}
 	return append(dst, f.File...)
+}
+
+// appendSHA256 renders the data file's SHA-256 in lowercase hex, or "-"
+// where there is no file. The value is proxy.Facts.SHA256, which only the
+// proxy sets, so it is written as it is.
+func appendSHA256(dst []byte, f *proxy.Facts) []byte {
+	if f.SHA256 == "" {
+		return append(dst, '-')
+	}
+	return append(dst, f.SHA256...)
 }
 
 // escapeFrom escapes dst[start:] in place, growing dst as needed: each

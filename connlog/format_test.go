@@ -21,7 +21,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 const manualFormat = "Connected: %s, disconnected after %S secs at: %e"
 
 // allExpressions uses every expression once, separated by '|'.
-const allExpressions = "%%|%s|%e|%S|%i|%p|%o|%O|%r|%w|%f|%N|%x|%t|%n"
+const allExpressions = "%%|%s|%e|%S|%i|%p|%o|%O|%r|%w|%f|%N|%x|%h|%t|%n"
 
 var (
 	plus0530  = time.FixedZone("IST", 5*3600+30*60)
@@ -47,6 +47,7 @@ func factsCases() []factsCase {
 			Client: netip.MustParseAddrPort("192.0.2.10:50123"), Dest: netip.MustParseAddrPort("198.51.100.7:5432"),
 			OutHost: "db.example", OutPort: 5432, BytesIn: 1234, BytesOut: 567890,
 			File: "/var/log/conn_rec/prot_2013-12-04_161842_1_192.0.2.10.gz", Outcome: proxy.OK,
+			Size: 4242, SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
 		}},
 		{"ipv6 aborted -03:00", proxy.Facts{
 			N: 2, Start: at(minus0300, 0), End: at(minus0300, 61*time.Second),
@@ -59,6 +60,7 @@ func factsCases() []factsCase {
 			Client: netip.MustParseAddrPort("[::ffff:10.1.2.3]:5555"), Dest: netip.MustParseAddrPort("[::ffff:10.1.2.34]:5678"),
 			BytesIn: 300000, BytesOut: 0,
 			File: "/u01/oradata/orcl/connection_protocol/prot_2013-12-04_161842_3_10.1.2.3.bz2", Outcome: proxy.RecordError,
+			SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
 		}},
 		{"rejected no destination no file UTC", proxy.Facts{
 			N: 4, Start: at(time.UTC, 0), End: at(time.UTC, 0),
@@ -183,6 +185,9 @@ func TestAppend(t *testing.T) {
 		{"literal newline in the format is kept", "%N\n%N\n", &cases[0].facts, "1\n1\n"},
 		{"percent-n spelled %%n is text", "%%n", &cases[0].facts, "%n\n"},
 		{"zero facts", DefaultFormat, &proxy.Facts{}, "- - 0 - - - - 0 0 ok -\n"},
+		{"%h of a file", "%h %f", &cases[0].facts,
+			"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 /var/log/conn_rec/prot_2013-12-04_161842_1_192.0.2.10.gz\n"},
+		{"%h without a file", "%h %f", &cases[3].facts, "- -\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -371,7 +376,7 @@ func validFormat(format string) bool {
 		if format[i] != '%' {
 			continue
 		}
-		if i+1 == len(format) || !strings.ContainsRune("%seSipoOrwfNxnt", rune(format[i+1])) {
+		if i+1 == len(format) || !strings.ContainsRune("%seSipoOrwfNxhnt", rune(format[i+1])) {
 			return false
 		}
 		i++

@@ -24,6 +24,7 @@ type Entry struct {
 	ServerTLS         string // %U
 	ClientCert        string // %C
 	File              string
+	SHA256            string // the data file's SHA-256 (%h), lowercase hex
 	Line              string // the line itself, without its newline
 }
 

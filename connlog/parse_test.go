@@ -34,12 +34,14 @@ func TestLogFormat(t *testing.T) {
 		N: 17, Start: start, End: start.Add(95 * time.Second),
 		Client: netip.MustParseAddrPort("10.1.2.33:49169"), Dest: netip.MustParseAddrPort("[2001:db8::34]:5432"),
 		BytesIn: 1234, BytesOut: 56789, File: "/var/log/conn rec/prot_2013-12-04_161842_17_10.1.2.33\\x\n.gz", Outcome: proxy.OK,
+		Size: 77, SHA256: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
 	}
 	rejected := &proxy.Facts{N: 18, Start: start, End: start, Client: netip.MustParseAddrPort("10.9.9.9:1"), Outcome: proxy.Rejected}
 	for _, format := range []string{
 		DefaultFormat,
 		"%N\t%x from %i:%p to %o:%O (%r/%w) [%f] %S s%%%n",
 		"%f %s", // no %n: connlog ends the entry anyway
+		"%x %h %f%n",
 	} {
 		t.Run(format, func(t *testing.T) {
 			lf, err := Compile(format)
@@ -78,8 +80,11 @@ func TestLogFormat(t *testing.T) {
 				if has('x') {
 					want.Outcome = fa.Outcome.String()
 				}
+				if has('h') {
+					want.SHA256 = fa.SHA256
+				}
 				if !got.Start.Equal(want.Start) || !got.End.Equal(want.End) || got.Client != want.Client || got.Dest != want.Dest ||
-					got.BytesIn != want.BytesIn || got.BytesOut != want.BytesOut || got.Outcome != want.Outcome || got.N != want.N || got.File != want.File || got.Line != want.Line {
+					got.BytesIn != want.BytesIn || got.BytesOut != want.BytesOut || got.Outcome != want.Outcome || got.N != want.N || got.File != want.File || got.SHA256 != want.SHA256 || got.Line != want.Line {
 					t.Errorf("line %q:\ngot  %+v\nwant %+v", lines[i], got, want)
 				}
 			}

@@ -110,6 +110,7 @@ func TestPostCmdParameters(t *testing.T) {
 				"IPPROT_OUT_HOST": want[3], "IPPROT_OUT_PORT": want[4],
 				"IPPROT_BYTES_IN": n, "IPPROT_BYTES_OUT": n, "IPPROT_OUTCOME": "ok", "IPPROT_CONN": "1",
 				"IPPROT_START": r.env["IPPROT_START"], "IPPROT_END": r.env["IPPROT_END"],
+				"IPPROT_SHA256": fileSHA256(t, files[0]),
 			}
 			if tt.opt == "-uT" {
 				wantEnv["IPPROT_START"], wantEnv["IPPROT_END"] = r.args[5], r.args[6]

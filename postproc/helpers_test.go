@@ -107,9 +107,14 @@ func facts(t testing.TB, n uint64, file string) *proxy.Facts {
 		BytesIn:  1234,
 		BytesOut: 56789,
 		File:     file,
+		Size:     10,
+		SHA256:   recordingSHA256,
 		Outcome:  proxy.Aborted,
 	}
 }
+
+// recordingSHA256 is the SHA-256 of the "recording\n" facts writes.
+const recordingSHA256 = "c6bcba35ea2b8f4bb3f75d1a770aaf6e5e4ff32d3cf3fa7bf15ff45e6a0f65b8"
 
 // waitFor polls until cond holds, for at most 20 s: a bound against a hung
 // test, not a timing assertion.

@@ -37,6 +37,7 @@ func TestParameters(t *testing.T) {
 	// Stale values in the daemon's environment are replaced.
 	t.Setenv("IPPROT_FILE", "stale")
 	t.Setenv("IPPROT_OUTCOME", "stale")
+	t.Setenv("IPPROT_SHA256", "stale")
 
 	type run struct {
 		name    string
@@ -107,6 +108,7 @@ func TestParameters(t *testing.T) {
 				"IPPROT_BYTES_OUT=56789",
 				"IPPROT_OUTCOME=aborted",
 				"IPPROT_CONN=" + itoa(n),
+				"IPPROT_SHA256=" + recordingSHA256,
 			}
 			slices.Sort(gotEnv)
 			slices.Sort(wantEnv)

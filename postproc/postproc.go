@@ -159,7 +159,7 @@ type run struct {
 var envNames = []string{
 	"IPPROT_FILE", "IPPROT_CLIENT_IP", "IPPROT_CLIENT_PORT", "IPPROT_OUT_HOST",
 	"IPPROT_OUT_PORT", "IPPROT_START", "IPPROT_END", "IPPROT_BYTES_IN",
-	"IPPROT_BYTES_OUT", "IPPROT_OUTCOME", "IPPROT_CONN",
+	"IPPROT_BYTES_OUT", "IPPROT_OUTCOME", "IPPROT_CONN", "IPPROT_SHA256",
 	"IPPROT_CLIENT_TLS", "IPPROT_UPSTREAM_TLS", "IPPROT_CLIENT_CERT",
 }
 
@@ -307,6 +307,7 @@ func (r *Runner) newRun(f *proxy.Facts) *run {
 			"IPPROT_BYTES_OUT=" + bytesOut,
 			"IPPROT_OUTCOME=" + f.Outcome.String(),
 			"IPPROT_CONN=" + strconv.FormatUint(f.N, 10),
+			"IPPROT_SHA256=" + f.SHA256,
 		},
 	}
 	// Where the proxy spoke TLS: its version and cipher suite on each

@@ -10,7 +10,7 @@ type Outcome uint8
 
 const (
 	OK            Outcome = iota // both directions ended normally
-	Rejected                     // the client is not on the allow-list, or --max-conns was reached
+	Rejected                     // the client is not on the allow-list, --max-conns was reached, or Config.Admit refused it
 	ConnectFailed                // the destination could not be dialed
 	RecordError                  // the recording could not be written
 	Aborted                      // ended by a reset, an I/O error, the idle timeout or a forced stop
@@ -53,6 +53,13 @@ type Facts struct {
 	// BytesOut is the number of bytes written to the establisher.
 	BytesOut int64
 	File     string // the data file's path; "" if there is none
+	// Size and SHA256 describe the data file as it lies on disk once it
+	// is closed: its length and its SHA-256 in lowercase hex, the sum
+	// sha256sum gives (of the compressed bytes for -z and -j). They are
+	// 0 and "" where there is no file; SHA256 is also "" where the
+	// recorder does not hash (Recorder.Digest).
+	Size   int64
+	SHA256 string
 	// ClientTLS and ServerTLS are the TLS the proxy spoke with the client
 	// and with the destination, as "TLSv1.3/TLS_AES_128_GCM_SHA256"; ""
 	// in clear or where TLS passed through. ClientCert is the subject of

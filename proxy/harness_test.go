@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -154,6 +155,9 @@ type blockLog struct {
 	calls  int
 	failAt int // fail the call with this number (from 1); 0: never
 	closed int
+	all    []byte // every block kept, in the order recorded: what Digest sums
+	// digestBeforeClose counts Digest calls made before Close.
+	digestBeforeClose int
 }
 
 var errDiskFull = errors.New("disk full")
@@ -166,6 +170,7 @@ func (b *blockLog) Record(dir datafile.Direction, p []byte) error {
 		return errDiskFull
 	}
 	b.blocks[dir] = append(b.blocks[dir], p...)
+	b.all = append(b.all, p...)
 	return nil
 }
 
@@ -176,6 +181,18 @@ func (b *blockLog) Close() error {
 	defer b.mu.Unlock()
 	b.closed++
 	return nil
+}
+
+// Digest returns the length and SHA-256 of the blocks kept, as a data
+// file of them would have.
+func (b *blockLog) Digest() (int64, []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed == 0 {
+		b.digestBeforeClose++
+	}
+	sum := sha256.Sum256(b.all)
+	return int64(len(b.all)), sum[:]
 }
 
 // checkEcho writes msg on from and reads it whole on to.

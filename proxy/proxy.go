@@ -42,11 +42,15 @@ import (
 // Wants tells, once at the start, whether Record needs the blocks of a
 // direction at all: Record is never called for a direction it does not
 // want. Close is called once, after both directions have ended, and
-// completes the recording.
+// completes the recording. Digest is called after Close, also after a
+// failed one, and returns the size of the data file as it lies on disk
+// and its SHA-256, or a nil sum where the recorder does not hash; they go
+// into Facts.
 type Recorder interface {
 	Record(dir datafile.Direction, p []byte) error
 	Wants(dir datafile.Direction) bool
 	Close() error
+	Digest() (size int64, sum []byte)
 }
 
 // Config configures a Server. The zero value of each field is documented;
@@ -83,6 +87,13 @@ type Config struct {
 	// MaxConns is the number of sessions that may run at once; a connection
 	// beyond it is closed at once with outcome Rejected. If zero, no limit.
 	MaxConns int
+
+	// Admit is asked about every connection the allow-list admits, before
+	// the destination is dialed; an error refuses the connection at once,
+	// outcome Rejected, with the error as its reason. It must be quick and
+	// safe for concurrent use (the audit journal answers whether it can
+	// be written). If nil, every allowed connection is admitted.
+	Admit func() error
 
 	// OpenRecorder opens the recording of a connection once its
 	// destination has been dialed and returns it with the data file's path.

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"sync"
@@ -44,6 +46,10 @@ func TestRecordsEveryBlockBeforeForwarding(t *testing.T) {
 	}
 	if f.File != "/data/file" || f.Outcome != OK {
 		t.Errorf("file %q outcome %v; want /data/file ok", f.File, f.Outcome)
+	}
+	wantSum := sha256.Sum256(rec.all)
+	if f.Size != int64(len(up)+len(down)) || f.SHA256 != hex.EncodeToString(wantSum[:]) || rec.digestBeforeClose != 0 {
+		t.Errorf("size %d sha256 %s (%d digests before Close); want %d %x, the recorder's digest after Close", f.Size, f.SHA256, rec.digestBeforeClose, len(up)+len(down), wantSum)
 	}
 	if session.N != f.N || session.Client != f.Client || !session.Start.Equal(f.Start) {
 		t.Errorf("recorder told %+v; want the connection's number, client and start", session)
@@ -203,6 +209,7 @@ func (r *timedRec) timedFlush() {
 
 func (r *timedRec) Wants(datafile.Direction) bool { return true }
 func (r *timedRec) Close() error                  { r.timerRun.Wait(); return nil }
+func (r *timedRec) Digest() (int64, []byte)       { return 0, nil }
 
 // TestFailFromFlushTimerWhileParked: a flush that fails while both
 // directions are parked ends the session, although Close waits for the

@@ -29,6 +29,35 @@ func TestMaxConns(t *testing.T) {
 	}
 }
 
+// TestAdmit: a connection Config.Admit refuses is reset before any dial,
+// outcome rejected with Admit's error; once Admit agrees again, the next
+// connection is relayed.
+func TestAdmit(t *testing.T) {
+	errJournal := errors.New("audit journal cannot be written")
+	var mu sync.Mutex
+	refuse := errJournal
+	h := newHarness(t, "tcp4", Config{Admit: func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return refuse
+	}})
+	h.expectReset()
+	if f := h.wait(); f.Outcome != Rejected || !errors.Is(f.Err, errJournal) || f.Dest.IsValid() {
+		t.Errorf("facts %+v; want rejected with Admit's error, nothing dialed", f)
+	}
+	mu.Lock()
+	refuse = nil
+	mu.Unlock()
+	c := h.dial()
+	up := h.accept()
+	checkEcho(t, c, up, []byte("admitted"))
+	c.Close()
+	up.Close()
+	if f := h.wait(); f.N != 2 || f.Outcome == Rejected {
+		t.Errorf("connection %d ended %v; want 2, relayed", f.N, f.Outcome)
+	}
+}
+
 // flakyListener fails Accept with an error a number of times first.
 type flakyListener struct {
 	net.Listener

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -112,6 +113,12 @@ func (ss *session) start() (Outcome, error) {
 		resetClose(ss.client)
 		return Rejected, errNotAllow
 	}
+	if s.cfg.Admit != nil {
+		if err := s.cfg.Admit(); err != nil {
+			resetClose(ss.client)
+			return Rejected, err
+		}
+	}
 	if s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns) {
 		resetClose(ss.client)
 		return Rejected, errMaxConns
@@ -202,6 +209,11 @@ func (ss *session) end() {
 	if ss.rec != nil {
 		if err := ss.rec.Close(); err != nil {
 			recErr = &RecordingError{Err: err}
+		}
+		size, sum := ss.rec.Digest()
+		ss.facts.Size = size
+		if sum != nil {
+			ss.facts.SHA256 = hex.EncodeToString(sum)
 		}
 	}
 	if recErr == nil {

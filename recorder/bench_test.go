@@ -28,15 +28,18 @@ func blockAt(i, n int) []byte {
 }
 
 // BenchmarkRecord measures Record with a real file in the system's temp
-// folder, plain, with -M -s, and compressed.
+// folder, plain, with -M -s, and compressed; -sha256 also hashes the file
+// (Config.Hash).
 func BenchmarkRecord(b *testing.B) {
 	configs := []struct {
 		name string
 		cfg  Config
 	}{
 		{"plain", Config{Record: [2]bool{datafile.Out: true}}},
+		{"plain-sha256", Config{Record: [2]bool{datafile.Out: true}, Hash: true}},
 		{"M-s", Config{Record: [2]bool{datafile.Out: true}, BlockStamps: true, Printable: true, StampInterval: time.Second}},
 		{"gzip", Config{Record: [2]bool{datafile.Out: true}, Compression: datafile.Gzip}},
+		{"gzip-sha256", Config{Record: [2]bool{datafile.Out: true}, Compression: datafile.Gzip, Hash: true}},
 		{"bzip2", Config{Record: [2]bool{datafile.Out: true}, Compression: datafile.Bzip2}},
 	}
 	for _, c := range configs {

@@ -10,6 +10,7 @@
 //	err = r.Record(datafile.In, block) // for every block, before it is forwarded
 //	...
 //	err = r.Close() // once both directions have ended
+//	size, sum := r.Digest() // with Config.Hash: the file as it lies on disk, as sha256sum reads it
 //
 // Each file is written by one chain of stages: printable filter (-s, one per
 // direction) → framer (block stamps -M, ISO lines -t) → compressor (-z, -j)
@@ -76,6 +77,14 @@ type Config struct {
 	// FlushInterval is the longest time recorded data of a compressed file
 	// stays in memory while data flows. If zero, one second.
 	FlushInterval time.Duration
+
+	// Hash computes the SHA-256 of every data file while it is written,
+	// for Recorder.Digest (the connection log's %h, the hooks'
+	// IPPROT_SHA256, the audit journal). It costs one CPU about 0.56 ns
+	// per byte that reaches the file (SHA-256 runs at 1.8 GB/s here with
+	// the CPU's SHA extensions): for plain files about as much as writing
+	// them, for compressed files little. If false, Digest has no sum.
+	Hash bool
 
 	// Now is the clock of block stamps and ISO lines. If nil, time.Now.
 	// Flush timers always run on the real clock.
@@ -171,13 +180,14 @@ func (o *Opener) Open(s Conn) (*Recorder, error) {
 	if err != nil {
 		return nil, err
 	}
+	file := newFileStage(f, o.cfg.Hash)
 	r := &Recorder{
 		path:  path,
 		fail:  s.Fail,
 		now:   o.now,
 		wants: o.wants,
+		file:  file,
 	}
-	file := &fileStage{f: f}
 	var next stage = file
 	switch o.cfg.Compression {
 	case datafile.Gzip:
@@ -237,6 +247,7 @@ type Recorder struct {
 	flushEvery time.Duration // zero: nothing to flush (plain file)
 
 	mu       sync.Mutex
+	file     *fileStage   // the chain's end: counts and hashes what the file took
 	data     [2]io.Writer // where a direction's data goes: its filter, the framer, or nil
 	filter   [2]printable
 	frame    framer
@@ -255,6 +266,18 @@ var errClosed = errors.New("recorder closed")
 
 // Path returns the data file's path.
 func (r *Recorder) Path() string { return r.path }
+
+// Digest returns the number of bytes written to the data file and, with
+// Config.Hash, their SHA-256 (else sum is nil). After Close it describes
+// the whole file as it lies on disk — for a compressed file the compressed
+// bytes, trailer included, so that sha256sum gives the same sum — also
+// when the recording failed: it covers exactly the bytes the file took.
+// It may be called at any time.
+func (r *Recorder) Digest() (size int64, sum []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.file.digest()
+}
 
 // Wants reports whether Record writes anything for blocks of dir. If it
 // does not, the caller may skip Record for dir.

@@ -1,8 +1,10 @@
 package recorder
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -29,14 +31,43 @@ type stage interface {
 	Close() error
 }
 
-// fileStage is the end of every chain: the data file itself.
+// fileStage is the end of every chain: the data file itself, and the only
+// place bytes reach it. It counts, and where asked hashes, exactly the
+// bytes the file took, so that its digest is the SHA-256 of the file as it
+// lies on disk (sha256sum agrees), also for a file whose last write failed
+// half-way.
 type fileStage struct {
-	f *os.File
+	f    *os.File
+	sum  hash.Hash // SHA-256 of the bytes written; nil: not hashed
+	size int64
+}
+
+func newFileStage(f *os.File, hashed bool) *fileStage {
+	s := &fileStage{f: f}
+	if hashed {
+		s.sum = sha256.New()
+	}
+	return s
 }
 
 func (s *fileStage) Write(p []byte) (int, error) {
 	n, err := s.f.Write(p)
+	if n > 0 {
+		s.size += int64(n)
+		if s.sum != nil {
+			s.sum.Write(p[:n])
+		}
+	}
 	return n, bare(err)
+}
+
+// digest returns the size and SHA-256 of what was written so far; sum is
+// nil where the stage does not hash.
+func (s *fileStage) digest() (size int64, sum []byte) {
+	if s.sum != nil {
+		sum = s.sum.Sum(make([]byte, 0, sha256.Size))
+	}
+	return s.size, sum
 }
 
 // Flush does nothing: the file stage holds no bytes.
