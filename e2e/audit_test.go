@@ -155,7 +155,7 @@ func TestJournalAcrossRestartRotationAndTear(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.signal(syscall.SIGHUP)
-	d.waitLog(`"logs reopened"`, 1)
+	d.waitLog(`"reloaded after SIGHUP"`, 1)
 	exchanges(t, d, 2, journal, 2)
 	d.stop()
 	if out, stderr, code := verifyRun(t, "--pubkey", pub, journal+".1", journal); code != 0 || out != "6 entries, 6 files checked, 0 problems\n" {
