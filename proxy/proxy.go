@@ -378,6 +378,9 @@ func (s *Server) logEnd(f *Facts) {
 	if suppressed > 0 {
 		attrs = append(attrs, "rejected_unlogged", suppressed)
 	}
+	if f.ServerTLS != "" && s.cfg.TLS.Upstream.InsecureSkipVerify {
+		attrs = append(attrs, "upstream_unverified", true) // --upstream-insecure
+	}
 	level := slog.LevelInfo
 	if f.Outcome == RecordError {
 		level = slog.LevelError

@@ -2,10 +2,10 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +19,11 @@ func blast(args []string) error {
 	d := fs.Duration("t", 3*time.Second, "how long to send")
 	streams := fs.Int("streams", 1, "connections in parallel")
 	bytes := fs.Int64("bytes", 0, "up: send exactly this many bytes per stream instead of for -t")
+	ca, tlsName := addClientTLS(fs)
 	fs.Parse(args)
+	if err := useClientTLS(*ca, *tlsName); err != nil {
+		return err
+	}
 	p, err := payload(*name)
 	if err != nil {
 		return err
@@ -63,12 +67,11 @@ func blastStream(addr, dir, name string, p []byte, d time.Duration, limit int64,
 // blastOne runs one stream and returns the bytes that arrived and the time
 // from the first byte sent to the last one counted.
 func blastOne(addr, dir, name string, p []byte, d time.Duration, limit int64) (int64, time.Duration, error) {
-	c, err := net.Dial("tcp", addr)
+	c, err := dial(context.Background(), addr)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer c.Close()
-	tc := c.(*net.TCPConn)
 	start := time.Now()
 	if dir == "down" {
 		if _, err := fmt.Fprintf(c, "DOWN %s %d\n", name, d.Milliseconds()); err != nil {
@@ -83,7 +86,7 @@ func blastOne(addr, dir, name string, p []byte, d time.Duration, limit int64) (i
 	if _, err := send(c, p, start.Add(d), limit); err != nil {
 		return 0, 0, fmt.Errorf("send: %w", err)
 	}
-	if err := tc.CloseWrite(); err != nil {
+	if err := c.CloseWrite(); err != nil {
 		return 0, 0, err
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')

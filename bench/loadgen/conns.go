@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -20,7 +19,11 @@ func conns(args []string) error {
 	addr := fs.String("addr", "127.0.0.1:17003", "a loadgen server, directly or through a proxy")
 	n := fs.Int("n", 1000, "connections to make")
 	conc := fs.Int("c", 16, "connections at once")
+	ca, tlsName := addClientTLS(fs)
 	fs.Parse(args)
+	if err := useClientTLS(*ca, *tlsName); err != nil {
+		return err
+	}
 
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
@@ -55,8 +58,7 @@ func conns(args []string) error {
 func shortConn(addr string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := dial(ctx, addr)
 	if err != nil {
 		return err
 	}
@@ -65,7 +67,7 @@ func shortConn(addr string) error {
 	if _, err := c.Write([]byte("ECHO\nx\n")); err != nil {
 		return err
 	}
-	c.(*net.TCPConn).CloseWrite()
+	c.CloseWrite()
 	got, err := io.ReadAll(c)
 	if err != nil {
 		return err

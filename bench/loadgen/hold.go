@@ -24,7 +24,11 @@ func hold(args []string) error {
 	openFor := fs.Duration("open-timeout", 60*time.Second, "stop opening connections after this long; the rest count as failed")
 	maxHold := fs.Duration("max", 10*time.Minute, "give up holding after this long")
 	down := fs.Duration("down", 0, "if not zero, each connection asks the server to send for this long and never reads: a client that stopped reading")
+	ca, tlsName := addClientTLS(fs)
 	fs.Parse(args)
+	if err := useClientTLS(*ca, *tlsName); err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -98,8 +102,7 @@ func openOne(ctx context.Context, addr string, down time.Duration, slot *net.Con
 // roundTrip dials addr and proves the connection with one echo; each step
 // has 10 s.
 func roundTrip(ctx context.Context, addr string) (net.Conn, error) {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -120,8 +123,7 @@ func roundTrip(ctx context.Context, addr string) (net.Conn, error) {
 // askDown dials addr and asks the server to send random data for d; the
 // caller never reads it.
 func askDown(ctx context.Context, addr string, d time.Duration) (net.Conn, error) {
-	var dl net.Dialer
-	c, err := dl.DialContext(ctx, "tcp", addr)
+	c, err := dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}

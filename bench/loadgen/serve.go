@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,10 +17,19 @@ import (
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:17003", "accept on this address")
+	cert := fs.String("tls-cert", "", "speak TLS with this PEM certificate (and -tls-key)")
+	key := fs.String("tls-key", "", "the PEM key of -tls-cert")
 	fs.Parse(args)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
+	}
+	if *cert != "" {
+		pair, err := tls.LoadX509KeyPair(*cert, *key)
+		if err != nil {
+			return err
+		}
+		serverTLS = &tls.Config{Certificates: []tls.Certificate{pair}}
 	}
 	acceptLoop(ln)
 	return nil
@@ -37,12 +47,19 @@ func acceptLoop(ln net.Listener) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		go serveConn(c.(*net.TCPConn))
+		var st stream = c.(*net.TCPConn)
+		if serverTLS != nil {
+			st = tls.Server(c, serverTLS)
+		}
+		go serveConn(st)
 	}
 }
 
 // serveConn answers one connection after its first line.
-func serveConn(c *net.TCPConn) {
+// serverTLS is the TLS serve speaks (-tls-cert), nil for TCP.
+var serverTLS *tls.Config
+
+func serveConn(c stream) {
 	defer c.Close()
 	r := bufio.NewReaderSize(c, 256)
 	line, err := r.ReadString('\n')
