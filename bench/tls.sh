@@ -141,8 +141,10 @@ m_rss() {
     for ((i = 0; i < 1200; i++)); do [[ -s $out ]] && break; sleep 0.1; done
     sleep 3
     with=$("$BIN/loadgen" rss ${LOAD_PIDS[$t]})
-    read -r _ ok _ <"$out"
+    read -r _ ok _ <"$out" || true
     kill "$h"; wait "$h" 2>/dev/null || true
+    log "rss $t: before $before KiB, with $with KiB, $ok connections"
+    ((ok > 0)) || return 1
     awk -v a="$before" -v b="$with" -v n="$ok" 'BEGIN { printf "%.2f\n", (b - a) / n }'
 }
 
@@ -184,9 +186,10 @@ EOF
             done
         done
     done
+    # Not in $(…): m_rss restarts the target, and the trap must know it.
     for t in haproxy-tls ipprotd-tls; do
-        v=$(m_rss "$t" "$IDLE_N" 0) && printf '%s\t%s\t%s\n' "RSS KiB per idle TLS connection ($IDLE_N)" "$t" "$v" >>"$SAMPLES"
-        v=$(m_rss "$t" "$ACTIVE_N" 200ms) && printf '%s\t%s\t%s\n' "RSS KiB per active TLS connection ($ACTIVE_N, a line every 200 ms)" "$t" "$v" >>"$SAMPLES"
+        m_rss "$t" "$IDLE_N" 0 >"$WORK/v" && printf '%s\t%s\t%s\n' "RSS KiB per idle TLS connection ($IDLE_N)" "$t" "$(<"$WORK/v")" >>"$SAMPLES"
+        m_rss "$t" "$ACTIVE_N" 200ms >"$WORK/v" && printf '%s\t%s\t%s\n' "RSS KiB per active TLS connection ($ACTIVE_N, a line every 200 ms)" "$t" "$(<"$WORK/v")" >>"$SAMPLES"
         sleep 2
     done
     {
