@@ -223,6 +223,9 @@ func (d *direction) forward(p []byte) error {
 // data is there: crypto/tls reads into it. A read that meets the parking
 // deadline gives it back, so an idle TLS direction holds none either.
 func (d *direction) readTLS(limit int) ([]byte, error) {
+	// A TLS record holds at most 16 KiB of plaintext, and crypto/tls
+	// returns one record's at a time: a larger buffer would only be held.
+	limit = min(limit, tlsRecordPlaintext)
 	buf := d.br.take(limit)
 	n, err := d.srcTLS.Read((*buf)[:min(limit, len(*buf))])
 	if n > 0 {
@@ -234,6 +237,9 @@ func (d *direction) readTLS(limit int) ([]byte, error) {
 	}
 	return nil, err
 }
+
+// tlsRecordPlaintext is the most plaintext a TLS record carries.
+const tlsRecordPlaintext = 16 << 10
 
 // writeTLS writes p whole through dst's TLS. A write that takes no byte
 // for Config.WriteTimeout ends the session; crypto/tls holds the records
