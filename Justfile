@@ -33,6 +33,8 @@ fuzz seconds="20":
       done
     done
 
-# The side-by-side benchmark against a direct connection and the peers.
+# The side-by-side benchmark against a direct connection and the peers,
+# then the same with TLS on both sides against HAProxy.
 bench:
     bench/run.sh
+    bench/tls.sh

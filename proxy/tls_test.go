@@ -206,6 +206,8 @@ func TestTLSOriginated(t *testing.T) {
 func TestTLSHostileClients(t *testing.T) {
 	pki := newPKI(t)
 	cfg := Config{TLS: &TLS{Client: &tls.Config{Certificates: []tls.Certificate{pki.leaf(t, "proxy.test")}}}, ConnectTimeout: 300 * time.Millisecond}
+	h := newHarness(t, "tcp4", cfg)
+	before := openFDs(t)
 	for name, send := range map[string][]byte{
 		"plaintext": []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
 		"garbage":   {0xff, 0, 1, 2, 3, 4, 5, 6, 7, 8},
@@ -213,8 +215,11 @@ func TestTLSHostileClients(t *testing.T) {
 		"nothing":   nil,
 	} {
 		t.Run(name, func(t *testing.T) {
-			h := newHarness(t, "tcp4", cfg)
-			c := h.dial()
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
 			c.Write(send)
 			f := h.wait()
 			if f.Outcome != TLSFailed || f.Dest.IsValid() {
@@ -223,6 +228,11 @@ func TestTLSHostileClients(t *testing.T) {
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			io.ReadAll(c)
 		})
+	}
+	// Nothing stays behind: the descriptors are back (goleak checks the
+	// goroutines at the end of the package).
+	if after := openFDs(t); after > before {
+		t.Errorf("%d descriptors open after the hostile clients; %d before", after, before)
 	}
 }
 
