@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net/netip"
 	"path/filepath"
@@ -253,6 +252,3 @@ func (c *commandArg) Decode(ctx *kong.DecodeContext) error {
 		return nil
 	})
 }
-
-// versionString is what -v prints and the start log line says.
-func versionString() string { return fmt.Sprintf("ipprotd %s", releaseVersion()) }

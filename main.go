@@ -22,7 +22,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -38,19 +37,6 @@ import (
 	"github.com/ipprot/ipprot/proxy"
 	"github.com/ipprot/ipprot/recorder"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = ""
-
-func releaseVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "devel"
-}
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -191,7 +177,8 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 			return err
 		}
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "dest", proxy.JoinHostPort(cfg.outHost, cfg.outPort), "version", versionString())
+	bi := readBuildInfo()
+	logger.Info("listening", "addr", ln.Addr().String(), "dest", proxy.JoinHostPort(cfg.outHost, cfg.outPort), "version", bi.Version, "commit", bi.Commit, "go", bi.GoVersion)
 	ready.ok()
 
 	if cfg.tlsServer != nil {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -376,8 +377,12 @@ func TestVersion(t *testing.T) {
 	if code := realMain([]string{"-v"}, &stdout, &stderr); code != 0 {
 		t.Errorf("exit status %d; want 0", code)
 	}
-	if !strings.HasPrefix(stdout.String(), "ipprotd ") || strings.Count(stdout.String(), "\n") != 1 {
-		t.Errorf("version %q; want one line starting with ipprotd", stdout.String())
+	want := regexp.MustCompile(`^ipprotd ` + regexp.QuoteMeta(release) + ` \(commit [0-9a-z-]+, go[0-9.]+\S*\)\n$`)
+	if !want.MatchString(stdout.String()) {
+		t.Errorf("version %q; want one line matching %s", stdout.String(), want)
+	}
+	if !regexp.MustCompile(`^\d+\.\d+\.\d+$`).MatchString(release) {
+		t.Errorf("release %q; want X.Y.Z", release)
 	}
 }
 
