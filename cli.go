@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"path/filepath"
@@ -49,6 +50,9 @@ type serveCmd struct {
 	IdleTimeout    time.Duration `placeholder:"DURATION" default:"0" group:"fwd" help:"End a connection idle for DURATION (default: never; database sessions idle for hours)."`
 	WriteTimeout   time.Duration `placeholder:"DURATION" default:"5m" group:"fwd" help:"End a connection whose client or destination has taken no byte for DURATION while ipprotd holds bytes for it; 0: never (default: ${default})."`
 	MaxConns       int           `placeholder:"N" default:"0" group:"fwd" help:"Refuse connections beyond N at once (default: no limit)."`
+
+	ProxyProtocolFrom []allowEntry `placeholder:"IP|CIDR" sep:"none" group:"fwd" help:"Connections from this peer (a load balancer) must begin with a PROXY protocol header, v1 or v2; the client it carries is the client for everything. Repeatable."`
+	SendProxy         proxyVersion `placeholder:"v1|v2" group:"fwd" help:"Send the destination a PROXY protocol header with the client's address before its bytes (not recorded)."`
 
 	DataLog       pathArg       `short:"f" placeholder:"PREFIX" group:"rec" help:"Record each connection in its own file PREFIX_<yyyy-mm-dd_HHMMSS>_<n>_<client_ip>."`
 	LogIn         bool          `short:"l" group:"rec" help:"Record only client-to-server traffic (default: only server-to-client)."`
@@ -216,6 +220,23 @@ func (a *allowEntry) Decode(ctx *kong.DecodeContext) error {
 	return cmdline.Value(ctx, func(s string) (err error) {
 		a.Prefix, err = proxy.ParseAllow(s)
 		return err
+	})
+}
+
+// proxyVersion is --send-proxy's value: v1 or v2, 0 where not given.
+type proxyVersion int
+
+func (v *proxyVersion) Decode(ctx *kong.DecodeContext) error {
+	return cmdline.Value(ctx, func(s string) error {
+		switch s {
+		case "v1":
+			*v = 1
+		case "v2":
+			*v = 2
+		default:
+			return fmt.Errorf("%q is not one of v1, v2", s)
+		}
+		return nil
 	})
 }
 

@@ -193,6 +193,14 @@ func (c *serveCmd) config() (*config, error) {
 		WriteTimeout:          c.WriteTimeout,
 		MaxConns:              c.MaxConns,
 		ContinueOnRecordError: c.OnRecordError == "continue",
+		SendProxy:             int(c.SendProxy),
+	}
+	if len(c.ProxyProtocolFrom) > 0 {
+		from := make([]netip.Prefix, len(c.ProxyProtocolFrom))
+		for i, a := range c.ProxyProtocolFrom {
+			from[i] = a.Prefix
+		}
+		cfg.proxy.ProxyFrom = proxy.NewAllowList(from...)
 	}
 	if cfg.tlsServer != nil || cfg.tlsUpstream != nil || c.StartTLS != "" {
 		t := &proxy.TLS{Postgres: c.StartTLS == "postgres", Required: c.TLSRequired}

@@ -195,6 +195,29 @@ func TestOptions(t *testing.T) {
 	}
 }
 
+// TestProxyProtocolOptions: --proxy-protocol-from builds the trusted
+// peers' list, --send-proxy the version; neither is set by default.
+func TestProxyProtocolOptions(t *testing.T) {
+	cfg, err := parse(t, "--proxy-protocol-from", "10.0.0.0/8", "--proxy-protocol-from", "::ffff:192.0.2.7", "--send-proxy", "v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.proxy.SendProxy != 2 || cfg.proxy.ProxyFrom.Len() != 2 {
+		t.Errorf("send-proxy %d, %d trusted peers; want 2, 2", cfg.proxy.SendProxy, cfg.proxy.ProxyFrom.Len())
+	}
+	for addr, want := range map[string]bool{"10.1.2.3": true, "192.0.2.7": true, "192.0.2.8": false} {
+		if got := cfg.proxy.ProxyFrom.Allows(mustAddr(t, addr)); got != want {
+			t.Errorf("trusts %s: %v; want %v", addr, got, want)
+		}
+	}
+	if cfg, err = parse(t, "--send-proxy=v1"); err != nil || cfg.proxy.SendProxy != 1 || cfg.proxy.ProxyFrom != nil {
+		t.Errorf("--send-proxy=v1: %v, %d, %v; want 1 and no trusted peers", err, cfg.proxy.SendProxy, cfg.proxy.ProxyFrom)
+	}
+	if cfg, err = parse(t); err != nil || cfg.proxy.SendProxy != 0 || cfg.proxy.ProxyFrom != nil {
+		t.Errorf("defaults: %v, %d, %v; want none", err, cfg.proxy.SendProxy, cfg.proxy.ProxyFrom)
+	}
+}
+
 // TestHashOnlyWhereUsed: data files are hashed (recorder.Config.Hash)
 // where %h, a hook or the audit journal uses the sum, and only there.
 func TestHashOnlyWhereUsed(t *testing.T) {
@@ -314,6 +337,9 @@ func TestUsageErrors(t *testing.T) {
 		{"--on-record-error maybe", `ipprotd: --on-record-error: "maybe" is not one of stop, continue`},
 		{"--log-format xml", `ipprotd: --log-format: "xml" is not one of text, json`},
 		{"--connect-timeout 0s", "ipprotd: --connect-timeout: 0s must be positive"},
+		{"--send-proxy v3", `ipprotd: --send-proxy: "v3" is not one of v1, v2`},
+		{"--send-proxy", "ipprotd: --send-proxy: missing value"},
+		{"--proxy-protocol-from 10.0.0.1/8", `ipprotd: --proxy-protocol-from: "10.0.0.1/8" has bits set beyond /8 (did you mean 10.0.0.0/8?)`},
 		{"--post-jobs 0", "ipprotd: --post-jobs: 0 must be 1 or more"},
 		{"extra", `ipprotd: unexpected argument extra (see ipprotd --help)`},
 		{"--audit-key " + dir + "/key.pem", "ipprotd: --audit-key needs --audit-log"},

@@ -62,6 +62,21 @@ type Config struct {
 	// Allow is the allow-list; nil allows every client.
 	Allow *AllowList
 
+	// ProxyFrom lists the peers (load balancers) whose connections must
+	// begin with a PROXY protocol header, v1 or v2, within
+	// ConnectTimeout; the client it carries is the client for everything
+	// after (the allow-list, Facts.Client), and the peer becomes
+	// Facts.Via. A peer on the list that sends no valid header is
+	// rejected; a peer not on it is served as it is, a header from it
+	// being data like any other. If nil or empty, nobody sends one.
+	ProxyFrom *AllowList
+
+	// SendProxy sends a PROXY protocol header of this version (1 or 2)
+	// to the destination, carrying the client and the address it
+	// connected to, before any other byte (and before upstream TLS). It
+	// is not recorded nor counted. If zero, none is sent.
+	SendProxy int
+
 	// BufferSize is the largest block read, recorded and written at once.
 	// If zero, 300000 bytes are used, the original daemon's default.
 	BufferSize int
@@ -358,14 +373,16 @@ func (s *Server) logEnd(f *Facts) {
 			return
 		}
 	}
-	attrs := []any{
-		"conn", f.N,
-		"client", f.Client.String(),
+	attrs := []any{"conn", f.N, "client", f.Client.String()}
+	if f.Via.IsValid() {
+		attrs = append(attrs, "via", f.Via.String())
+	}
+	attrs = append(attrs,
 		"outcome", f.Outcome.String(),
 		"bytes_in", f.BytesIn,
 		"bytes_out", f.BytesOut,
 		"duration", f.End.Sub(f.Start).Round(time.Millisecond).String(),
-	}
+	)
 	if f.Dest.IsValid() {
 		attrs = append(attrs, "dest", f.Dest.String())
 	}
