@@ -89,11 +89,12 @@ type serveCmd struct {
 	StartTLS           string  `name:"starttls" placeholder:"postgres" group:"tls" help:"Speak the protocol's own TLS negotiation on both sides: postgres (SSLRequest)."`
 	TLSRequired        bool    `group:"tls" help:"With --starttls postgres and --tls-cert: refuse clients that do not ask for TLS."`
 
-	Daemon       bool          `short:"D" group:"run" help:"Detach and run in the background."`
-	PidFile      pathArg       `orig:"-Dp" also:"--daemon" placeholder:"FILE" group:"run" help:"Write the pid to FILE (-Dp FILE detaches too)."`
-	LogFormat    string        `enum:"text,json" default:"text" placeholder:"text|json" group:"run" help:"Format of the daemon's own log (default: ${default})."`
-	LogFile      pathArg       `placeholder:"FILE" group:"run" help:"Write the daemon's own log to FILE (default: stderr; with -D, syslog)."`
-	DrainTimeout time.Duration `placeholder:"DURATION" default:"0" group:"run" help:"On SIGTERM, wait at most DURATION for connections, then for commands, before ending them (default: wait)."`
+	Daemon        bool          `short:"D" group:"run" help:"Detach and run in the background."`
+	PidFile       pathArg       `orig:"-Dp" also:"--daemon" placeholder:"FILE" group:"run" help:"Write the pid to FILE (-Dp FILE detaches too)."`
+	LogFormat     string        `enum:"text,json" default:"text" placeholder:"text|json" group:"run" help:"Format of the daemon's own log (default: ${default})."`
+	LogFile       pathArg       `placeholder:"FILE" group:"run" help:"Write the daemon's own log to FILE (default: stderr; with -D, syslog)."`
+	DrainTimeout  time.Duration `placeholder:"DURATION" default:"0" group:"run" help:"On SIGTERM, wait at most DURATION for connections, then for commands, before ending them (default: wait)."`
+	MetricsListen hostPort      `placeholder:"HOST:PORT" group:"run" help:"Serve Prometheus metrics at http://HOST:PORT/metrics (default: none)."`
 }
 
 var groups = []kong.Group{
@@ -237,6 +238,18 @@ func (v *proxyVersion) Decode(ctx *kong.DecodeContext) error {
 			return fmt.Errorf("%q is not one of v1, v2", s)
 		}
 		return nil
+	})
+}
+
+// hostPort is a HOST:PORT value, as Go's and Prometheus's exporters take
+// it: ":9100" listens on every address.
+type hostPort string
+
+func (h *hostPort) Decode(ctx *kong.DecodeContext) error {
+	return cmdline.Value(ctx, func(s string) error {
+		addr, err := parseHostPort(s)
+		*h = hostPort(addr)
+		return err
 	})
 }
 

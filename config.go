@@ -48,6 +48,7 @@ type config struct {
 	logFormat    string
 	logFile      string
 	drainTimeout time.Duration
+	metricsAddr  string // --metrics-listen; "" without
 }
 
 // config checks the parsed options against each other and turns them into
@@ -123,6 +124,7 @@ func (c *serveCmd) config() (*config, error) {
 		logFile:      string(c.LogFile),
 		drainTimeout: c.DrainTimeout,
 		connLog:      string(c.ConnLog),
+		metricsAddr:  string(c.MetricsListen),
 	}
 	prefixes := make([]netip.Prefix, len(c.Allow))
 	for i, a := range c.Allow {

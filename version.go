@@ -27,7 +27,7 @@ var (
 // buildInfo is what ipprotd knows about its own build.
 type buildInfo struct {
 	Version   string // the release number, "1.0.0"
-	Commit    string // the revision, abbreviated, with "-dirty" for uncommitted changes; "" if unknown
+	Commit    string // the revision, abbreviated, with "-dirty" for uncommitted changes; "unknown" if the build does not say
 	GoVersion string // the toolchain, "go1.26.8"
 }
 
@@ -44,6 +44,7 @@ func readBuildInfo() buildInfo {
 	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
+		b.Commit = "unknown"
 		return b
 	}
 	var rev string
@@ -63,6 +64,9 @@ func readBuildInfo() buildInfo {
 		rev += "-dirty"
 	}
 	b.Commit = rev
+	if b.Commit == "" {
+		b.Commit = "unknown"
+	}
 	return b
 }
 
@@ -70,9 +74,5 @@ func readBuildInfo() buildInfo {
 // go1.26.8)", the commit "unknown" where the build does not say.
 func versionString() string {
 	b := readBuildInfo()
-	c := b.Commit
-	if c == "" {
-		c = "unknown"
-	}
-	return fmt.Sprintf("ipprotd %s (commit %s, %s)", b.Version, c, b.GoVersion)
+	return fmt.Sprintf("ipprotd %s (commit %s, %s)", b.Version, b.Commit, b.GoVersion)
 }

@@ -124,6 +124,11 @@ type Config struct {
 	// at once, which is what an audit needs.
 	ContinueOnRecordError bool
 
+	// Counters receives the running totals (connections by outcome,
+	// bytes, recording errors) for metrics. If nil, nothing is counted
+	// beyond the Facts.
+	Counters *Counters
+
 	// OnEnd is called with the facts of every accepted connection, once,
 	// from the connection's goroutine, after the data file is closed. The
 	// proxy waits for it to return before Shutdown counts the connection as
@@ -232,6 +237,10 @@ func (s *Server) since() time.Duration { return time.Since(s.epoch) }
 
 // Active returns the number of sessions running now.
 func (s *Server) Active() int { return int(s.active.Load()) }
+
+// Parked returns the number of directions that wait, idle, without a
+// goroutine (two for a session idle both ways).
+func (s *Server) Parked() int { return s.parker.len() }
 
 // defaultParkAfter is the silence after which a direction parks: long
 // enough that a busy connection never pays for it (a park and a wake cost

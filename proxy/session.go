@@ -256,6 +256,12 @@ func (ss *session) report(outcome Outcome, reason error) {
 	s.active.Add(-1)
 	ss.facts.Outcome, ss.facts.Err = outcome, reason
 	ss.facts.End = s.now()
+	if c := s.cfg.Counters; c != nil {
+		c.outcomes[outcome].Add(1)
+		if outcome == RecordError && !ss.recOff.Load() {
+			c.recErrs.Add(1) // not counted by noteRecordError
+		}
+	}
 	s.logEnd(&ss.facts)
 	if s.cfg.OnEnd != nil {
 		s.cfg.OnEnd(&ss.facts)
@@ -412,6 +418,9 @@ func (ss *session) noteRecordError(err error) {
 	}
 	re := &RecordingError{Err: err}
 	ss.recErr.Store(error(re))
+	if c := ss.srv.cfg.Counters; c != nil {
+		c.recErrs.Add(1)
+	}
 	ss.srv.log.Warn("recording failed, forwarding unrecorded", "conn", ss.facts.N, "err", err)
 }
 
