@@ -53,6 +53,7 @@ type serveCmd struct {
 
 	ProxyProtocolFrom []allowEntry `placeholder:"IP|CIDR" sep:"none" group:"fwd" help:"Connections from this peer (a load balancer) must begin with a PROXY protocol header, v1 or v2; the client it carries is the client for everything. Repeatable."`
 	SendProxy         proxyVersion `placeholder:"v1|v2" group:"fwd" help:"Send the destination a PROXY protocol header with the client's address before its bytes (not recorded)."`
+	ReusePort         bool         `group:"fwd" help:"Listen with SO_REUSEPORT (also --metrics-listen), so that a new ipprotd can start on the same port while this one drains: a rolling upgrade (docs/deploy.md)."`
 
 	DataLog       pathArg       `short:"f" placeholder:"PREFIX" group:"rec" help:"Record each connection in its own file PREFIX_<yyyy-mm-dd_HHMMSS>_<n>_<client_ip>."`
 	LogIn         bool          `short:"l" group:"rec" help:"Record only client-to-server traffic (default: only server-to-client)."`

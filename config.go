@@ -48,6 +48,7 @@ type config struct {
 	logFormat    string
 	logFile      string
 	drainTimeout time.Duration
+	reusePort    bool   // --reuse-port
 	metricsAddr  string // --metrics-listen; "" without
 }
 
@@ -124,6 +125,7 @@ func (c *serveCmd) config() (*config, error) {
 		logFile:      string(c.LogFile),
 		drainTimeout: c.DrainTimeout,
 		connLog:      string(c.ConnLog),
+		reusePort:    c.ReusePort,
 		metricsAddr:  string(c.MetricsListen),
 	}
 	prefixes := make([]netip.Prefix, len(c.Allow))

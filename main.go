@@ -98,9 +98,9 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 
 	// Listening comes first: a port that cannot be bound leaves nothing
 	// behind, no folder created, no file opened.
-	ln, err := proxy.Listen(context.Background(), cfg.listenAddr)
+	ln, err := listen(cfg)
 	if err != nil {
-		return fmt.Errorf("-p/--listen: %w", err)
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -109,7 +109,7 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 	}()
 	var mln net.Listener
 	if cfg.metricsAddr != "" {
-		if mln, err = proxy.Listen(context.Background(), cfg.metricsAddr); err != nil {
+		if mln, err = (proxy.ListenConfig{ReusePort: cfg.reusePort}).Listen(context.Background(), cfg.metricsAddr); err != nil {
 			return fmt.Errorf("--metrics-listen: %w", err)
 		}
 		defer func() {
@@ -233,7 +233,8 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 			logger.Info("stopping", "reason", context.Cause(gctx).Error(), "active", srv.Active())
 		}
 		if msrv != nil {
-			// Stop listening at once on both ports.
+			// Stop listening at once on both ports: with --reuse-port,
+			// the new daemon answers the scrapes from now on.
 			msrv.Close()
 		}
 		drain(srv, runner, journal, logger, cfg.drainTimeout, life.abort)

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/ipprot/ipprot/datafile"
+	"golang.org/x/sys/unix"
 )
 
 // Recorder records the blocks of one session. Record is called with every
@@ -220,8 +221,38 @@ var KeepAlive = net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count:
 // Listen listens on the TCP address addr with KeepAlive on every
 // accepted socket.
 func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	return ListenConfig{}.Listen(ctx, addr)
+}
+
+// ListenConfig says how Listen binds its socket. The zero value binds as
+// any program does.
+type ListenConfig struct {
+	// ReusePort sets SO_REUSEPORT: other sockets with it, of the same
+	// user, may listen on the same address at once, and the kernel
+	// spreads new connections among them. A new daemon can so start
+	// while the old one still listens (a rolling upgrade).
+	ReusePort bool
+}
+
+// Listen listens on the TCP address addr with KeepAlive on every accepted
+// socket.
+func (c ListenConfig) Listen(ctx context.Context, addr string) (net.Listener, error) {
 	lc := net.ListenConfig{KeepAliveConfig: KeepAlive}
+	if c.ReusePort {
+		lc.Control = reusePort
+	}
 	return lc.Listen(ctx, "tcp", addr)
+}
+
+// reusePort sets SO_REUSEPORT on a socket before it is bound.
+func reusePort(_, _ string, rc syscall.RawConn) error {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); cerr != nil {
+		return cerr
+	}
+	return os.NewSyscallError("setsockopt SO_REUSEPORT", err)
 }
 
 // pressureFor is how long reads stay small after the kernel refused a
