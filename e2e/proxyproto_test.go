@@ -6,10 +6,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ipprot/ipprot/internal/testkit"
 )
 
 // v2Header is a PROXY protocol v2 header carrying TCP over IPv4 from
@@ -186,5 +190,76 @@ func TestSendProxy(t *testing.T) {
 				t.Errorf("data file holds %q; want %q", b, "hellobye")
 			}
 		})
+	}
+}
+
+// TestHAProxySendsProxyV2: docs/deploy.md's set-up with a real HAProxy in
+// front, send-proxy-v2 and health checks: the client HAProxy accepted is
+// the client of the connection log, and the health checks, which carry a
+// LOCAL header, are served (not rejected) as the balancer's own.
+func TestHAProxySendsProxyV2(t *testing.T) {
+	testkit.Need(t, "haproxy")
+	up := startUpstream(t, echoHandler)
+	dir := t.TempDir()
+	clog := filepath.Join(dir, "conn.log")
+	d := startDaemon(t, "-P", up.out(), "-c", clog, "-C", "%i %p %x %r %w%n", "--proxy-protocol-from", "127.0.0.1")
+	front := testkit.FreePort(t)
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	os.WriteFile(cfg, fmt.Appendf(nil, `global
+    maxconn 100
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend postgres
+    bind 127.0.0.1:%d
+    default_backend ipprotd
+backend ipprotd
+    server rec1 %s send-proxy-v2 check inter 100ms
+`, front, d.addr()), 0o644)
+	hap := exec.Command("haproxy", "-db", "-f", cfg)
+	var hapOut testkit.SyncBuffer
+	hap.Stdout, hap.Stderr = &hapOut, &hapOut
+	if err := hap.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hap.Process.Kill(); hap.Wait() })
+
+	// Two health checks at least, so that the server is up.
+	waitLines(t, clog, 2)
+	var c *net.TCPConn
+	var err error
+	for range 500 {
+		if c, err = dialFrom("127.0.0.2", fmt.Sprintf("127.0.0.1:%d", front)); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("HAProxy does not listen: %v\n%s", err, &hapOut)
+	}
+	defer c.Close()
+	c.Write([]byte("hello"))
+	c.CloseWrite()
+	if got, err := io.ReadAll(c); string(got) != "hello" {
+		t.Fatalf("echo through HAProxy and ipprotd: %q, %v\n%s", got, err, &hapOut)
+	}
+	want := fmt.Sprintf("127.0.0.2 %d ok 5 5", c.LocalAddr().(*net.TCPAddr).Port)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		lines := readLines(t, clog)
+		if slices.Contains(lines, want) {
+			for _, l := range lines {
+				if l != want && (!strings.HasPrefix(l, "127.0.0.1 ") || strings.Contains(l, "rejected")) {
+					t.Errorf("line %q; want the client's line and health checks from 127.0.0.1, none rejected", l)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no line %q in:\n%s", want, strings.Join(lines, "\n"))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
