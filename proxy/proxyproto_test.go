@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
@@ -365,4 +366,31 @@ func TestProxyProtocolChain(t *testing.T) {
 	if want := "PROXY TCP6 2001:db8::1 2001:db8::2 80 443\r\nx"; string(got) != want {
 		t.Errorf("destination got %q; want %q", got, want)
 	}
+}
+
+// TestSendProxyBeforeTLS: the header is the first bytes on the
+// destination's connection, in clear, before ipprotd's TLS handshake
+// with it, as HAProxy sends it.
+func TestSendProxyBeforeTLS(t *testing.T) {
+	pki := newPKI(t)
+	h := newHarness(t, "tcp4", Config{SendProxy: 2, TLS: &TLS{Upstream: &tls.Config{ServerName: "db.test", RootCAs: pki.pool}}})
+	client := h.dial()
+	up := h.accept()
+	want := AppendProxyHeader(nil, 2, ap(client.LocalAddr().String()), ap(h.addr))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(up, got); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the destination's first bytes %q, %v; want the header %q", got, err, want)
+	}
+	server := tls.Server(up, &tls.Config{Certificates: []tls.Certificate{pki.leaf(t, "db.test")}})
+	if err := server.Handshake(); err != nil {
+		t.Fatalf("the handshake after the header: %v", err)
+	}
+	client.Write([]byte("hello"))
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(server, b); err != nil || string(b) != "hello" {
+		t.Fatalf("through TLS: %q, %v", b, err)
+	}
+	client.Close()
+	server.Close()
+	h.wait()
 }
