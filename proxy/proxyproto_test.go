@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/binary"
+	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
@@ -393,4 +395,61 @@ func TestSendProxyBeforeTLS(t *testing.T) {
 	client.Close()
 	server.Close()
 	h.wait()
+}
+
+// TestProxyProtocolMutations: headers mutated at random, sent with the
+// client's bytes behind them, through a real server: where the parser
+// accepts the bytes, the destination gets exactly what follows the
+// header; where it does not, the connection is rejected without a dial.
+// The reader on the socket and the parser never disagree.
+func TestProxyProtocolMutations(t *testing.T) {
+	seeds := [][]byte{
+		[]byte("PROXY TCP4 192.0.2.1 198.51.100.7 12345 5432\r\n"),
+		[]byte("PROXY TCP6 2001:db8::1 2001:db8::2 80 443\r\n"),
+		[]byte("PROXY UNKNOWN\r\n"),
+		v2Header(0x21, 0x11, []byte{192, 0, 2, 1, 198, 51, 100, 7, 0x30, 0x39, 0x15, 0x38}),
+		v2Header(0x20, 0x00, nil),
+	}
+	h := newHarness(t, "tcp4", Config{ProxyFrom: NewAllowList(netip.MustParsePrefix("127.0.0.0/8")), ConnectTimeout: 200 * time.Millisecond})
+	rng := mathrand.New(mathrand.NewPCG(1, 2))
+	var accepted, rejected int
+	defer func() { t.Logf("%d mutated headers accepted, %d rejected", accepted, rejected) }()
+	for i := range 400 {
+		hdr := bytes.Clone(seeds[i%len(seeds)])
+		for range 1 + rng.IntN(3) {
+			switch rng.IntN(3) {
+			case 0: // change a byte
+				hdr[rng.IntN(len(hdr))] = byte(rng.IntN(256))
+			case 1: // drop one
+				j := rng.IntN(len(hdr))
+				hdr = append(hdr[:j], hdr[j+1:]...)
+			case 2: // insert one
+				j := rng.IntN(len(hdr) + 1)
+				hdr = append(hdr[:j], append([]byte{byte(rng.IntN(256))}, hdr[j:]...)...)
+			}
+		}
+		payload := fmt.Appendf(nil, "payload %d", i)
+		msg := append(bytes.Clone(hdr), payload...)
+		_, n, perr := ParseProxyHeader(msg)
+		c := h.dial()
+		c.Write(msg)
+		c.CloseWrite()
+		if perr != nil {
+			if f := h.wait(); f.Outcome != Rejected || f.Dest.IsValid() {
+				t.Fatalf("%q: outcome %v (%v), dest %v; want rejected without a dial, as the parser says: %v", msg, f.Outcome, f.Err, f.Dest, perr)
+			}
+			c.Close()
+			rejected++
+			continue
+		}
+		up := h.accept()
+		got, _ := io.ReadAll(up)
+		up.Close()
+		io.ReadAll(c)
+		c.Close()
+		if f := h.wait(); !bytes.Equal(got, msg[n:]) {
+			t.Fatalf("%q: the destination got %q (outcome %v, %v); want %q", msg, got, f.Outcome, f.Err, msg[n:])
+		}
+		accepted++
+	}
 }
