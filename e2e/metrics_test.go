@@ -21,10 +21,13 @@ import (
 	"github.com/prometheus/common/model"
 )
 
+// scraper keeps no connection open between scrapes: none outlives a test.
+var scraper = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+
 // scrape reads http://addr/metrics and parses it as Prometheus text.
 func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	resp, err := scraper.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +181,7 @@ func TestMetrics(t *testing.T) {
 	if code := d.exit(30 * time.Second); code != 0 {
 		t.Errorf("exit status %d", code)
 	}
-	if _, err := http.Get("http://" + maddr + "/metrics"); err == nil {
+	if _, err := scraper.Get("http://" + maddr + "/metrics"); err == nil {
 		t.Errorf("metrics still served after the daemon ended")
 	}
 
