@@ -13,8 +13,10 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ARG VERSION=devel
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ipprotd .
+# The version number is in version.go; .git is not copied, so the commit
+# comes from the build: docker build --build-arg COMMIT=$(git rev-parse --short=12 HEAD) .
+ARG COMMIT=unknown
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.commit=${COMMIT}" -o /out/ipprotd .
 
 # A small Debian rather than scratch: post-processing commands (-u) need a
 # /bin/sh, and usually gzip, bzip2 or curl.

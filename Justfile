@@ -1,14 +1,16 @@
 # ipprot tasks. `just --list` shows them.
 
-version := `git describe --tags --always --dirty 2>/dev/null || echo devel`
+# The version number is kept in version.go; the build adds the commit
+# (go build stamps it too, unless -buildvcs=false or there is no .git).
+commit := `git describe --always --dirty --abbrev=12 --match 'no-tag-is-named-so' 2>/dev/null || echo unknown`
 
 # Build the ipprotd binary (static, with its version).
 build:
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version={{version}}" -o ipprotd .
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.commit={{commit}}" -o ipprotd .
 
 # Install ipprotd into $(go env GOPATH)/bin (go install would name it ipprot).
 install:
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version={{version}}" -o "$(go env GOPATH)/bin/ipprotd" .
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.commit={{commit}}" -o "$(go env GOPATH)/bin/ipprotd" .
 
 # Run every test with the race detector, as CI does, and the benchmark
 # tools' own tests (bench/ is a module of its own).

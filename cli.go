@@ -51,6 +51,10 @@ type serveCmd struct {
 	WriteTimeout   time.Duration `placeholder:"DURATION" default:"5m" group:"fwd" help:"End a connection whose client or destination has taken no byte for DURATION while ipprotd holds bytes for it; 0: never (default: ${default})."`
 	MaxConns       int           `placeholder:"N" default:"0" group:"fwd" help:"Refuse connections beyond N at once (default: no limit)."`
 
+	ProxyProtocolFrom []allowEntry `placeholder:"IP|CIDR" sep:"none" group:"fwd" help:"Connections from this peer (a load balancer) must begin with a PROXY protocol header, v1 or v2; the client it carries is the client for everything. Repeatable."`
+	SendProxy         proxyVersion `placeholder:"v1|v2" group:"fwd" help:"Send the destination a PROXY protocol header with the client's address before its bytes (not recorded)."`
+	ReusePort         bool         `group:"fwd" help:"Listen with SO_REUSEPORT (also --metrics-listen), so that a new ipprotd can start on the same port while this one drains: a rolling upgrade (docs/deploy.md)."`
+
 	DataLog       pathArg       `short:"f" placeholder:"PREFIX" group:"rec" help:"Record each connection in its own file PREFIX_<yyyy-mm-dd_HHMMSS>_<n>_<client_ip>."`
 	LogIn         bool          `short:"l" group:"rec" help:"Record only client-to-server traffic (default: only server-to-client)."`
 	LogBoth       bool          `short:"L" group:"rec" help:"Record both directions in the same file."`
@@ -86,11 +90,12 @@ type serveCmd struct {
 	StartTLS           string  `name:"starttls" placeholder:"postgres" group:"tls" help:"Speak the protocol's own TLS negotiation on both sides: postgres (SSLRequest)."`
 	TLSRequired        bool    `group:"tls" help:"With --starttls postgres and --tls-cert: refuse clients that do not ask for TLS."`
 
-	Daemon       bool          `short:"D" group:"run" help:"Detach and run in the background."`
-	PidFile      pathArg       `orig:"-Dp" also:"--daemon" placeholder:"FILE" group:"run" help:"Write the pid to FILE (-Dp FILE detaches too)."`
-	LogFormat    string        `enum:"text,json" default:"text" placeholder:"text|json" group:"run" help:"Format of the daemon's own log (default: ${default})."`
-	LogFile      pathArg       `placeholder:"FILE" group:"run" help:"Write the daemon's own log to FILE (default: stderr; with -D, syslog)."`
-	DrainTimeout time.Duration `placeholder:"DURATION" default:"0" group:"run" help:"On SIGTERM, wait at most DURATION for connections, then for commands, before ending them (default: wait)."`
+	Daemon        bool          `short:"D" group:"run" help:"Detach and run in the background."`
+	PidFile       pathArg       `orig:"-Dp" also:"--daemon" placeholder:"FILE" group:"run" help:"Write the pid to FILE (-Dp FILE detaches too)."`
+	LogFormat     string        `enum:"text,json" default:"text" placeholder:"text|json" group:"run" help:"Format of the daemon's own log (default: ${default})."`
+	LogFile       pathArg       `placeholder:"FILE" group:"run" help:"Write the daemon's own log to FILE (default: stderr; with -D, syslog)."`
+	DrainTimeout  time.Duration `placeholder:"DURATION" default:"0" group:"run" help:"On SIGTERM, wait at most DURATION for connections, then for commands, before ending them (default: wait)."`
+	MetricsListen hostPort      `placeholder:"HOST:PORT" group:"run" help:"Serve Prometheus metrics at http://HOST:PORT/metrics (default: none)."`
 }
 
 var groups = []kong.Group{
@@ -220,6 +225,35 @@ func (a *allowEntry) Decode(ctx *kong.DecodeContext) error {
 	})
 }
 
+// proxyVersion is --send-proxy's value: v1 or v2, 0 where not given.
+type proxyVersion int
+
+func (v *proxyVersion) Decode(ctx *kong.DecodeContext) error {
+	return cmdline.Value(ctx, func(s string) error {
+		switch s {
+		case "v1":
+			*v = 1
+		case "v2":
+			*v = 2
+		default:
+			return fmt.Errorf("%q is not one of v1, v2", s)
+		}
+		return nil
+	})
+}
+
+// hostPort is a HOST:PORT value, as Go's and Prometheus's exporters take
+// it: ":9100" listens on every address.
+type hostPort string
+
+func (h *hostPort) Decode(ctx *kong.DecodeContext) error {
+	return cmdline.Value(ctx, func(s string) error {
+		addr, err := parseHostPort(s)
+		*h = hostPort(addr)
+		return err
+	})
+}
+
 // pathArg is a file or prefix option, made absolute and never empty. A
 // trailing slash is kept: -f DIR/ names the folder of the data files.
 type pathArg string
@@ -253,6 +287,3 @@ func (c *commandArg) Decode(ctx *kong.DecodeContext) error {
 		return nil
 	})
 }
-
-// versionString is what -v prints and the start log line says.
-func versionString() string { return fmt.Sprintf("ipprotd %s", releaseVersion()) }

@@ -48,6 +48,8 @@ type config struct {
 	logFormat    string
 	logFile      string
 	drainTimeout time.Duration
+	reusePort    bool   // --reuse-port
+	metricsAddr  string // --metrics-listen; "" without
 }
 
 // config checks the parsed options against each other and turns them into
@@ -123,6 +125,8 @@ func (c *serveCmd) config() (*config, error) {
 		logFile:      string(c.LogFile),
 		drainTimeout: c.DrainTimeout,
 		connLog:      string(c.ConnLog),
+		reusePort:    c.ReusePort,
+		metricsAddr:  string(c.MetricsListen),
 	}
 	prefixes := make([]netip.Prefix, len(c.Allow))
 	for i, a := range c.Allow {
@@ -193,6 +197,14 @@ func (c *serveCmd) config() (*config, error) {
 		WriteTimeout:          c.WriteTimeout,
 		MaxConns:              c.MaxConns,
 		ContinueOnRecordError: c.OnRecordError == "continue",
+		SendProxy:             int(c.SendProxy),
+	}
+	if len(c.ProxyProtocolFrom) > 0 {
+		from := make([]netip.Prefix, len(c.ProxyProtocolFrom))
+		for i, a := range c.ProxyProtocolFrom {
+			from[i] = a.Prefix
+		}
+		cfg.proxy.ProxyFrom = proxy.NewAllowList(from...)
 	}
 	if cfg.tlsServer != nil || cfg.tlsUpstream != nil || c.StartTLS != "" {
 		t := &proxy.TLS{Postgres: c.StartTLS == "postgres", Required: c.TLSRequired}

@@ -19,10 +19,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -34,23 +34,11 @@ import (
 	"github.com/ipprot/ipprot/connlog"
 	"github.com/ipprot/ipprot/internal/cmdline"
 	"github.com/ipprot/ipprot/logfile"
+	"github.com/ipprot/ipprot/metrics"
 	"github.com/ipprot/ipprot/postproc"
 	"github.com/ipprot/ipprot/proxy"
 	"github.com/ipprot/ipprot/recorder"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = ""
-
-func releaseVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "devel"
-}
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -110,15 +98,26 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 
 	// Listening comes first: a port that cannot be bound leaves nothing
 	// behind, no folder created, no file opened.
-	ln, err := proxy.Listen(context.Background(), cfg.listenAddr)
+	ln, err := listen(cfg)
 	if err != nil {
-		return fmt.Errorf("-p/--listen: %w", err)
+		return err
 	}
 	defer func() {
 		if err != nil {
 			ln.Close()
 		}
 	}()
+	var mln net.Listener
+	if cfg.metricsAddr != "" {
+		if mln, err = (proxy.ListenConfig{ReusePort: cfg.reusePort}).Listen(context.Background(), cfg.metricsAddr); err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				mln.Close()
+			}
+		}()
+	}
 
 	dlog, err := openDaemonLog(cfg, stderr, ready)
 	if err != nil {
@@ -184,14 +183,26 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 	if rec != nil {
 		pcfg.OpenRecorder = openRecorder(rec)
 	}
+	if mln != nil {
+		pcfg.Counters = new(proxy.Counters)
+	}
 	srv := proxy.New(pcfg)
+	bi := readBuildInfo()
+	var msrv *http.Server
+	if mln != nil {
+		msrv = metricsServer(pcfg.Counters, srv, runner, cfg, bi, logger)
+	}
 
 	if pid != nil {
 		if err = pid.write(); err != nil {
 			return err
 		}
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "dest", proxy.JoinHostPort(cfg.outHost, cfg.outPort), "version", versionString())
+	attrs := []any{"addr", ln.Addr().String(), "dest", proxy.JoinHostPort(cfg.outHost, cfg.outPort), "version", bi.Version, "commit", bi.Commit, "go", bi.GoVersion}
+	if mln != nil {
+		attrs = append(attrs, "metrics", "http://"+mln.Addr().String()+"/metrics")
+	}
+	logger.Info("listening", attrs...)
 	ready.ok()
 
 	if cfg.tlsServer != nil {
@@ -210,7 +221,10 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 	// drain. An accept loop that fails ends the wait, so the drain runs
 	// either way; its error is the exit status.
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serve(srv, ln, cfg.listenAddr) })
+	g.Go(func() error { return serve(srv, ln) })
+	if msrv != nil {
+		g.Go(func() error { return serveMetrics(msrv, mln) })
+	}
 	g.Go(func() error {
 		select {
 		case <-life.stop:
@@ -218,14 +232,48 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 		case <-gctx.Done():
 			logger.Info("stopping", "reason", context.Cause(gctx).Error(), "active", srv.Active())
 		}
+		if msrv != nil {
+			// Stop listening at once on both ports: with --reuse-port,
+			// the new daemon answers the scrapes from now on.
+			msrv.Close()
+		}
 		drain(srv, runner, journal, logger, cfg.drainTimeout, life.abort)
 		return nil
 	})
 	return g.Wait()
 }
 
+// serveMetrics serves /metrics on ln until Close.
+func serveMetrics(msrv *http.Server, ln net.Listener) error {
+	if err := msrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("--metrics-listen: serve on %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// metricsServer returns the HTTP server of --metrics-listen: /metrics,
+// read from the proxy's counters, the server, the hook's runner (nil
+// without -u) and the build.
+func metricsServer(counters *proxy.Counters, srv *proxy.Server, runner *postproc.Runner, cfg *config, bi buildInfo, logger *slog.Logger) *http.Server {
+	reg := metrics.New(metrics.Sources{
+		Counters: counters,
+		Server:   srv,
+		Post:     runner,
+		MaxConns: cfg.proxy.MaxConns,
+		Build:    metrics.Build{Version: bi.Version, Commit: bi.Commit, GoVersion: bi.GoVersion},
+	})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", reg.Handler())
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+}
+
 // serve runs the accept loop until Shutdown (nil) or a failure.
-func serve(srv *proxy.Server, ln net.Listener, addr string) error {
+func serve(srv *proxy.Server, ln net.Listener) error {
+	addr := ln.Addr().String()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
 		return fmt.Errorf("accept on %s: %w", addr, err)
 	}

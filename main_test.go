@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -194,6 +195,29 @@ func TestOptions(t *testing.T) {
 	}
 }
 
+// TestProxyProtocolOptions: --proxy-protocol-from builds the trusted
+// peers' list, --send-proxy the version; neither is set by default.
+func TestProxyProtocolOptions(t *testing.T) {
+	cfg, err := parse(t, "--proxy-protocol-from", "10.0.0.0/8", "--proxy-protocol-from", "::ffff:192.0.2.7", "--send-proxy", "v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.proxy.SendProxy != 2 || cfg.proxy.ProxyFrom.Len() != 2 {
+		t.Errorf("send-proxy %d, %d trusted peers; want 2, 2", cfg.proxy.SendProxy, cfg.proxy.ProxyFrom.Len())
+	}
+	for addr, want := range map[string]bool{"10.1.2.3": true, "192.0.2.7": true, "192.0.2.8": false} {
+		if got := cfg.proxy.ProxyFrom.Allows(mustAddr(t, addr)); got != want {
+			t.Errorf("trusts %s: %v; want %v", addr, got, want)
+		}
+	}
+	if cfg, err = parse(t, "--send-proxy=v1"); err != nil || cfg.proxy.SendProxy != 1 || cfg.proxy.ProxyFrom != nil {
+		t.Errorf("--send-proxy=v1: %v, %d, %v; want 1 and no trusted peers", err, cfg.proxy.SendProxy, cfg.proxy.ProxyFrom)
+	}
+	if cfg, err = parse(t); err != nil || cfg.proxy.SendProxy != 0 || cfg.proxy.ProxyFrom != nil {
+		t.Errorf("defaults: %v, %d, %v; want none", err, cfg.proxy.SendProxy, cfg.proxy.ProxyFrom)
+	}
+}
+
 // TestHashOnlyWhereUsed: data files are hashed (recorder.Config.Hash)
 // where %h, a hook or the audit journal uses the sum, and only there.
 func TestHashOnlyWhereUsed(t *testing.T) {
@@ -313,6 +337,12 @@ func TestUsageErrors(t *testing.T) {
 		{"--on-record-error maybe", `ipprotd: --on-record-error: "maybe" is not one of stop, continue`},
 		{"--log-format xml", `ipprotd: --log-format: "xml" is not one of text, json`},
 		{"--connect-timeout 0s", "ipprotd: --connect-timeout: 0s must be positive"},
+		{"--metrics-listen 9100", `ipprotd: --metrics-listen: "9100" is not HOST:PORT (such as :9100, 127.0.0.1:9100 or [::1]:9100)`},
+		{"--metrics-listen :0", "ipprotd: --metrics-listen: port 0 is outside 1-65535"},
+		{"--metrics-listen :http", `ipprotd: --metrics-listen: port "http" is not a number`},
+		{"--send-proxy v3", `ipprotd: --send-proxy: "v3" is not one of v1, v2`},
+		{"--send-proxy", "ipprotd: --send-proxy: missing value"},
+		{"--proxy-protocol-from 10.0.0.1/8", `ipprotd: --proxy-protocol-from: "10.0.0.1/8" has bits set beyond /8 (did you mean 10.0.0.0/8?)`},
 		{"--post-jobs 0", "ipprotd: --post-jobs: 0 must be 1 or more"},
 		{"extra", `ipprotd: unexpected argument extra (see ipprotd --help)`},
 		{"--audit-key " + dir + "/key.pem", "ipprotd: --audit-key needs --audit-log"},
@@ -376,8 +406,12 @@ func TestVersion(t *testing.T) {
 	if code := realMain([]string{"-v"}, &stdout, &stderr); code != 0 {
 		t.Errorf("exit status %d; want 0", code)
 	}
-	if !strings.HasPrefix(stdout.String(), "ipprotd ") || strings.Count(stdout.String(), "\n") != 1 {
-		t.Errorf("version %q; want one line starting with ipprotd", stdout.String())
+	want := regexp.MustCompile(`^ipprotd ` + regexp.QuoteMeta(release) + ` \(commit [0-9a-z-]+, go[0-9.]+\S*\)\n$`)
+	if !want.MatchString(stdout.String()) {
+		t.Errorf("version %q; want one line matching %s", stdout.String(), want)
+	}
+	if !regexp.MustCompile(`^\d+\.\d+\.\d+$`).MatchString(release) {
+		t.Errorf("release %q; want X.Y.Z", release)
 	}
 }
 

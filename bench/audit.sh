@@ -45,9 +45,10 @@ trap 'exit 130' INT TERM
 
 command -v wrk >/dev/null && command -v nginx >/dev/null && command -v openssl >/dev/null ||
     die "needs wrk, nginx and openssl"
-version=$(git -C "$ROOT" describe --tags --always --dirty 2>/dev/null || echo devel)
-log "building ipprotd $version and loadgen"
-(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$version" -o "$BIN/ipprotd" .)
+commit=$(git -C "$ROOT" describe --always --dirty --abbrev=12 --match 'no-tag-is-named-so' 2>/dev/null || echo unknown)
+log "building ipprotd ($commit) and loadgen"
+(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags "-X main.commit=$commit" -o "$BIN/ipprotd" .)
+version=$("$BIN/ipprotd" -v)
 (cd "$BENCH" && go build -o "$BIN/loadgen" ./loadgen)
 openssl genpkey -algorithm ed25519 -out "$WORK/audit.key" 2>/dev/null
 chmod 600 "$WORK/audit.key"
@@ -146,7 +147,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 {
-    echo "ipprotd $version -L -f -c, wrk -t$WRK_THREADS -c$WRK_CONNS -d${SECS}s -H 'Connection: close', $ROUNDS interleaved rounds, $(nproc) CPUs"
+    echo "$version -L -f -c, wrk -t$WRK_THREADS -c$WRK_CONNS -d${SECS}s -H 'Connection: close', $ROUNDS interleaved rounds, $(nproc) CPUs"
     echo
     echo "| folder | variant | connections/s (median) | min–max | × without (medians) | × without (median of the rounds' ratios) | CPU elsewhere (median) |"
     echo "|---|---|--:|--:|--:|--:|--:|"

@@ -68,17 +68,18 @@ install_tools() {
 # bench tools into BIN. ipprotd comes from the working tree, or from the
 # git revision IPPROTD_REV (e.g. HEAD while the tree is being edited).
 build_all() {
-    local version src=$ROOT
+    local commit src=$ROOT
+    # The version number is in version.go; the build names the commit.
     if [[ -n ${IPPROTD_REV:-} ]]; then
         src=$WORK/src
         mkdir -p "$src"
         git -C "$ROOT" archive "$IPPROTD_REV" | tar -x -C "$src"
-        version=$(git -C "$ROOT" describe --tags --always "$IPPROTD_REV")
+        commit=$(git -C "$ROOT" rev-parse --short=12 "$IPPROTD_REV")
     else
-        version=$(git -C "$ROOT" describe --tags --always --dirty 2>/dev/null || echo devel)
+        commit=$(git -C "$ROOT" describe --always --dirty --abbrev=12 --match 'no-tag-is-named-so' 2>/dev/null || echo unknown)
     fi
-    log "building ipprotd $version, naivego, epollgo, loadgen, report"
-    (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$version" -o "$BIN/ipprotd" .)
+    log "building ipprotd ($commit), naivego, epollgo, loadgen, report"
+    (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-X main.commit=$commit" -o "$BIN/ipprotd" .)
     # bench/ is a module of its own: its tools' dependencies stay out of
     # the product's go.mod.
     (cd "$ROOT/bench" &&

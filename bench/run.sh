@@ -242,7 +242,7 @@ describe_machine() {
 
 - date: $(date -u '+%Y-%m-%d %H:%M UTC'), $1 mode, $ROUNDS round(s), ${SECS} s per throughput and wrk load, medians of the rounds
 - machine: $cpu, $(nproc) CPUs, $mem RAM, kernel $(uname -r)
-- Go: $(go version | awk '{ print $3 }'); ipprotd $("$BIN/ipprotd" -v 2>&1 | head -1)
+- Go: $(go version | awk '{ print $3 }'); $("$BIN/ipprotd" -v 2>&1 | head -1)
 - peers: $(haproxy -v | head -1 | awk '{ print "HAProxy", $3 }'); $(nginx -v 2>&1 | sed 's/.*: //'); socat $(socat -V | awk '/socat version/ { print $3 }'); $(iperf3 --version | head -1 | awk '{ print "iperf3", $2 }'); $(wrk --version 2>&1 | head -1 | awk '{ print "wrk", $2 }')
 - recordings written to ${DATA%/*} ($(df -T "$DATA" | awk 'NR == 2 { print $2 }')), deleted after each measurement
 - the measuring took $(((SECONDS - STARTED) / 60)) min $(((SECONDS - STARTED) % 60)) s; load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg). "CPU elsewhere" is the median share of all CPUs that processes outside the benchmark took during a figure's measurements; one above ${MAX_FOREIGN} was taken again (twice at most), and each waited for less than ${QUIET_SHARE}.

@@ -173,6 +173,7 @@ func (d *direction) step() error {
 	d.bulk = len(p) >= bulkRead || len(p) == limit
 	if d.dir == datafile.In {
 		*d.count += int64(len(p))
+		d.ss.srv.countBytes(datafile.In, len(p))
 	}
 	if d.recorded {
 		if err := d.ss.record(d.dir, p); err != nil {
@@ -195,6 +196,7 @@ func (d *direction) send(p []byte) error {
 	}
 	if d.dir == datafile.Out {
 		*d.count += int64(n)
+		d.ss.srv.countBytes(datafile.Out, n)
 	}
 	d.br.release()
 	if err != nil {
@@ -209,6 +211,7 @@ func (d *direction) forward(p []byte) error {
 	d.ss.touch()
 	if d.dir == datafile.In {
 		*d.count += int64(len(p))
+		d.ss.srv.countBytes(datafile.In, len(p))
 	}
 	if d.recorded {
 		if err := d.ss.record(d.dir, p); err != nil {

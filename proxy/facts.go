@@ -10,7 +10,7 @@ type Outcome uint8
 
 const (
 	OK            Outcome = iota // both directions ended normally
-	Rejected                     // the client is not on the allow-list, --max-conns was reached, or Config.Admit refused it
+	Rejected                     // the client is not on the allow-list, --max-conns was reached, Config.Admit refused it, or a trusted peer sent no valid PROXY protocol header
 	ConnectFailed                // the destination could not be dialed
 	RecordError                  // the recording could not be written
 	Aborted                      // ended by a reset, an I/O error, the idle timeout or a forced stop
@@ -41,6 +41,10 @@ type Facts struct {
 	Start  time.Time      // when it was accepted
 	End    time.Time      // when it ended
 	Client netip.AddrPort // the establisher, IPv4-mapped addresses unmapped
+	// Via is the peer that connected where a PROXY protocol header
+	// (Config.ProxyFrom) named the client: the load balancer. Zero where
+	// the client connected itself.
+	Via netip.AddrPort
 	// Dest is the destination dialed; for ConnectFailed, the address the
 	// dial tried last; zero if no address was tried (the client was
 	// rejected, or the destination's name did not resolve).

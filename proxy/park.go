@@ -133,6 +133,13 @@ func (p *parker) loop() {
 	}
 }
 
+// len returns the number of directions parked now.
+func (p *parker) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.parked)
+}
+
 // close stops the parker once no direction is parked.
 func (p *parker) close() {
 	p.mu.Lock()

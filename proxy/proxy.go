@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/ipprot/ipprot/datafile"
+	"golang.org/x/sys/unix"
 )
 
 // Recorder records the blocks of one session. Record is called with every
@@ -61,6 +62,21 @@ type Config struct {
 
 	// Allow is the allow-list; nil allows every client.
 	Allow *AllowList
+
+	// ProxyFrom lists the peers (load balancers) whose connections must
+	// begin with a PROXY protocol header, v1 or v2, within
+	// ConnectTimeout; the client it carries is the client for everything
+	// after (the allow-list, Facts.Client), and the peer becomes
+	// Facts.Via. A peer on the list that sends no valid header is
+	// rejected; a peer not on it is served as it is, a header from it
+	// being data like any other. If nil or empty, nobody sends one.
+	ProxyFrom *AllowList
+
+	// SendProxy sends a PROXY protocol header of this version (1 or 2)
+	// to the destination, carrying the client and the address it
+	// connected to, before any other byte (and before upstream TLS). It
+	// is not recorded nor counted. If zero, none is sent.
+	SendProxy int
 
 	// BufferSize is the largest block read, recorded and written at once.
 	// If zero, 300000 bytes are used, the original daemon's default.
@@ -108,6 +124,11 @@ type Config struct {
 	// its recorder failed. If false, a recorder error ends the session
 	// at once, which is what an audit needs.
 	ContinueOnRecordError bool
+
+	// Counters receives the running totals (connections by outcome,
+	// bytes, recording errors) for metrics. If nil, nothing is counted
+	// beyond the Facts.
+	Counters *Counters
 
 	// OnEnd is called with the facts of every accepted connection, once,
 	// from the connection's goroutine, after the data file is closed. The
@@ -200,8 +221,38 @@ var KeepAlive = net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count:
 // Listen listens on the TCP address addr with KeepAlive on every
 // accepted socket.
 func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	return ListenConfig{}.Listen(ctx, addr)
+}
+
+// ListenConfig says how Listen binds its socket. The zero value binds as
+// any program does.
+type ListenConfig struct {
+	// ReusePort sets SO_REUSEPORT: other sockets with it, of the same
+	// user, may listen on the same address at once, and the kernel
+	// spreads new connections among them. A new daemon can so start
+	// while the old one still listens (a rolling upgrade).
+	ReusePort bool
+}
+
+// Listen listens on the TCP address addr with KeepAlive on every accepted
+// socket.
+func (c ListenConfig) Listen(ctx context.Context, addr string) (net.Listener, error) {
 	lc := net.ListenConfig{KeepAliveConfig: KeepAlive}
+	if c.ReusePort {
+		lc.Control = reusePort
+	}
 	return lc.Listen(ctx, "tcp", addr)
+}
+
+// reusePort sets SO_REUSEPORT on a socket before it is bound.
+func reusePort(_, _ string, rc syscall.RawConn) error {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); cerr != nil {
+		return cerr
+	}
+	return os.NewSyscallError("setsockopt SO_REUSEPORT", err)
 }
 
 // pressureFor is how long reads stay small after the kernel refused a
@@ -217,6 +268,10 @@ func (s *Server) since() time.Duration { return time.Since(s.epoch) }
 
 // Active returns the number of sessions running now.
 func (s *Server) Active() int { return int(s.active.Load()) }
+
+// Parked returns the number of directions that wait, idle, without a
+// goroutine (two for a session idle both ways).
+func (s *Server) Parked() int { return s.parker.len() }
 
 // defaultParkAfter is the silence after which a direction parks: long
 // enough that a busy connection never pays for it (a park and a wake cost
@@ -358,14 +413,16 @@ func (s *Server) logEnd(f *Facts) {
 			return
 		}
 	}
-	attrs := []any{
-		"conn", f.N,
-		"client", f.Client.String(),
+	attrs := []any{"conn", f.N, "client", f.Client.String()}
+	if f.Via.IsValid() {
+		attrs = append(attrs, "via", f.Via.String())
+	}
+	attrs = append(attrs,
 		"outcome", f.Outcome.String(),
 		"bytes_in", f.BytesIn,
 		"bytes_out", f.BytesOut,
 		"duration", f.End.Sub(f.Start).Round(time.Millisecond).String(),
-	}
+	)
 	if f.Dest.IsValid() {
 		attrs = append(attrs, "dest", f.Dest.String())
 	}

@@ -45,6 +45,10 @@ type session struct {
 	clientTLS, serverTLS *tls.Conn
 	pending              []byte
 
+	// local is the address the client connected to, as a PROXY protocol
+	// header carried it; zero where the client connected itself.
+	local netip.AddrPort
+
 	rec        Recorder
 	recOff     atomic.Bool  // recording given up (ContinueOnRecordError)
 	recErr     atomic.Value // error: the first recording error, when recOff
@@ -109,6 +113,15 @@ func (s *Server) serveConn(c *net.TCPConn) {
 func (ss *session) start() (Outcome, error) {
 	s := ss.srv
 	n := s.active.Add(1) // report takes it back
+	if s.cfg.ProxyFrom.Len() > 0 && s.cfg.ProxyFrom.Allows(ss.facts.Client.Addr()) {
+		if err := ss.acceptProxyHeader(); err != nil {
+			resetClose(ss.client)
+			if cause := context.Cause(s.abortCtx); cause != nil {
+				return Aborted, cause
+			}
+			return Rejected, err
+		}
+	}
 	if !s.cfg.Allow.Allows(ss.facts.Client.Addr()) {
 		resetClose(ss.client)
 		return Rejected, errNotAllow
@@ -153,6 +166,15 @@ func (ss *session) start() (Outcome, error) {
 			return Aborted, err // a forced stop cut the dial short
 		}
 		return ConnectFailed, err
+	}
+	if s.cfg.SendProxy != 0 {
+		// The first bytes on the connection, before TLS or PostgreSQL's
+		// SSLRequest, as HAProxy sends them.
+		if err := ss.sendProxyHeader(); err != nil {
+			resetClose(ss.client)
+			resetClose(ss.server)
+			return ConnectFailed, err
+		}
 	}
 	if s.cfg.TLS != nil && s.cfg.TLS.Upstream != nil && !cancelRequest {
 		ctx, cancel := context.WithTimeout(s.abortCtx, s.cfg.ConnectTimeout)
@@ -234,6 +256,12 @@ func (ss *session) report(outcome Outcome, reason error) {
 	s.active.Add(-1)
 	ss.facts.Outcome, ss.facts.Err = outcome, reason
 	ss.facts.End = s.now()
+	if c := s.cfg.Counters; c != nil {
+		c.outcomes[outcome].Add(1)
+		if outcome == RecordError && !ss.recOff.Load() {
+			c.recErrs.Add(1) // not counted by noteRecordError
+		}
+	}
 	s.logEnd(&ss.facts)
 	if s.cfg.OnEnd != nil {
 		s.cfg.OnEnd(&ss.facts)
@@ -276,6 +304,43 @@ func (ss *session) dial() error {
 	}
 	ss.server = tc
 	ss.facts.Dest = addrPort(tc.RemoteAddr())
+	return nil
+}
+
+// acceptProxyHeader reads the PROXY protocol header a trusted peer's
+// connection begins with, within the connect timeout, and makes the
+// client it carries the session's.
+func (ss *session) acceptProxyHeader() error {
+	s, c := ss.srv, ss.client
+	c.SetReadDeadline(time.Now().Add(s.cfg.ConnectTimeout))
+	stop := context.AfterFunc(s.abortCtx, func() { c.SetReadDeadline(aLongTimeAgo) })
+	h, err := readProxyHeader(c)
+	stop()
+	c.SetReadDeadline(time.Time{})
+	if err != nil {
+		return err
+	}
+	if !h.Local {
+		ss.facts.Via, ss.facts.Client, ss.local = ss.facts.Client, h.Src, h.Dst
+	}
+	return nil
+}
+
+// aLongTimeAgo is a deadline that has passed: it wakes a blocked read.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// sendProxyHeader writes the PROXY protocol header to the destination:
+// the client, and the address it connected to.
+func (ss *session) sendProxyHeader() error {
+	dst := ss.local
+	if !dst.IsValid() {
+		dst = addrPort(ss.client.LocalAddr())
+	}
+	hdr := AppendProxyHeader(make([]byte, 0, 64), ss.srv.cfg.SendProxy, ss.facts.Client, dst)
+	// A new connection's empty send buffer takes the header at once.
+	if _, err := ss.server.Write(hdr); err != nil {
+		return fmt.Errorf("send the PROXY protocol header to %s: %w", ss.facts.Dest, err)
+	}
 	return nil
 }
 
@@ -353,6 +418,9 @@ func (ss *session) noteRecordError(err error) {
 	}
 	re := &RecordingError{Err: err}
 	ss.recErr.Store(error(re))
+	if c := ss.srv.cfg.Counters; c != nil {
+		c.recErrs.Add(1)
+	}
 	ss.srv.log.Warn("recording failed, forwarding unrecorded", "conn", ss.facts.N, "err", err)
 }
 
