@@ -216,6 +216,9 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 	}
 	life := watchSignals(signals, reloader(reloads, logger), logger)
 	defer life.close()
+	trimCtx, stopTrim := context.WithCancel(context.Background())
+	defer stopTrim()
+	go trimMemory(trimCtx)
 
 	// Two tasks: the accept loop, and the wait for a stop followed by the
 	// drain. An accept loop that fails ends the wait, so the drain runs

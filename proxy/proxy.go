@@ -172,8 +172,10 @@ type Server struct {
 	pressure atomic.Int64
 	closed   chan struct{} // closed by Shutdown: ends the accept back-off
 
-	// abortCtx is cancelled to abort every session still running.
+	// abortCtx is cancelled to abort every session being started (its
+	// dial, its handshakes); running holds those that relay.
 	abortCtx context.Context
+	running  sessionList
 	abort    context.CancelCauseFunc
 
 	mu        sync.Mutex
@@ -381,6 +383,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		s.abort(errStopping)
+		s.running.abort(errStopping)
 		<-done
 		return ctx.Err()
 	}

@@ -60,7 +60,9 @@ type session struct {
 	// direction, a recording error, the idle timeout or the server's abort.
 	// Setting it resets both sockets.
 	cause     atomic.Pointer[error]
-	stopAbort func() bool  // unregisters from the server's abort (context.AfterFunc)
+	// prev and next link the session into the server's list of relaying
+	// sessions, which a forced stop walks (Server.running).
+	prev, next *session
 	running   atomic.Int32 // directions not yet finished; the last one ends the session
 	dirs      [2]direction // indexed by datafile.Direction
 }
@@ -97,7 +99,7 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		ss.pending = nil
 	}
 	ss.running.Store(2)
-	ss.stopAbort = context.AfterFunc(s.abortCtx, ss.abortedByServer)
+	s.running.add(ss)
 	if err != nil {
 		ss.cancel(err)
 		in.finish()
@@ -214,7 +216,7 @@ func (ss *session) end() {
 	if ss.idle != nil {
 		ss.idle.Stop()
 	}
-	ss.stopAbort()
+	ss.srv.running.remove(ss)
 	// A cancelled session's cause is the reason, whatever error the other
 	// direction saw when its socket was closed under it.
 	reason := ss.cancel(errEnded)
@@ -486,9 +488,63 @@ func (ss *session) cancel(cause error) error {
 	return cause
 }
 
-// abortedByServer runs when the server aborts every session.
-func (ss *session) abortedByServer() {
-	ss.cancel(context.Cause(ss.srv.abortCtx))
+// sessionList is the server's list of relaying sessions, linked through
+// the sessions themselves: a forced stop cancels each, and a session costs
+// it two pointers, not a registration of its own (a context.AfterFunc each
+// was 500 bytes of every idle connection).
+type sessionList struct {
+	mu      sync.Mutex
+	head    *session
+	aborted error // the cause every session added from now on is cancelled with
+}
+
+// add links ss in; if the server aborted already, ss is cancelled at once.
+func (l *sessionList) add(ss *session) {
+	l.mu.Lock()
+	cause := l.aborted
+	if cause == nil {
+		ss.next = l.head
+		if l.head != nil {
+			l.head.prev = ss
+		}
+		l.head = ss
+	}
+	l.mu.Unlock()
+	if cause != nil {
+		ss.cancel(cause)
+	}
+}
+
+// remove unlinks ss, if it is linked.
+func (l *sessionList) remove(ss *session) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ss.prev != nil {
+		ss.prev.next = ss.next
+	} else if l.head == ss {
+		l.head = ss.next
+	}
+	if ss.next != nil {
+		ss.next.prev = ss.prev
+	}
+	ss.prev, ss.next = nil, nil
+}
+
+// abort cancels every session linked now and every one added later with
+// cause.
+func (l *sessionList) abort(cause error) {
+	l.mu.Lock()
+	l.aborted = cause
+	var all []*session
+	for ss := l.head; ss != nil; ss = ss.next {
+		all = append(all, ss)
+	}
+	l.mu.Unlock()
+	// Outside the lock: a cancelled session whose directions were parked
+	// ends on this goroutine, and its end removes it from the list.
+	for _, ss := range all {
+		ss.cancel(cause)
+	}
 }
 
 // resetClose closes c with a reset (SO_LINGER 0) instead of a FIN.

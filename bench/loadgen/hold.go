@@ -24,6 +24,7 @@ func hold(args []string) error {
 	openFor := fs.Duration("open-timeout", 60*time.Second, "stop opening connections after this long; the rest count as failed")
 	maxHold := fs.Duration("max", 10*time.Minute, "give up holding after this long")
 	down := fs.Duration("down", 0, "if not zero, each connection asks the server to send for this long and never reads: a client that stopped reading")
+	one := fs.Bool("one-byte", false, "each connection sends one byte and reads nothing (the server answers nothing): with -dial-conc as large as -n, a burst of pool connections")
 	ca, tlsName := addClientTLS(fs)
 	fs.Parse(args)
 	if err := useClientTLS(*ca, *tlsName); err != nil {
@@ -51,7 +52,7 @@ func hold(args []string) error {
 			continue
 		}
 		wg.Add(1)
-		go openOne(openCtx, *addr, *down, &conns[i], &failed, &firstErr, sem, &wg)
+		go openOne(openCtx, *addr, *down, *one, &conns[i], &failed, &firstErr, sem, &wg)
 	}
 	wg.Wait()
 	if err, ok := firstErr.Load().(error); ok {
@@ -81,14 +82,21 @@ func hold(args []string) error {
 
 // openOne opens a connection through to the echo server and proves it with
 // one round trip, so that the proxy has seen data both ways.
-func openOne(ctx context.Context, addr string, down time.Duration, slot *net.Conn, failed *atomic.Int64, firstErr *atomic.Value, sem chan struct{}, wg *sync.WaitGroup) {
+func openOne(ctx context.Context, addr string, down time.Duration, one bool, slot *net.Conn, failed *atomic.Int64, firstErr *atomic.Value, sem chan struct{}, wg *sync.WaitGroup) {
 	defer wg.Done()
 	defer func() { <-sem }()
 	var c net.Conn
 	var err error
-	if down > 0 {
+	switch {
+	case one:
+		if c, err = dial(ctx, addr); err == nil {
+			if _, err = c.Write([]byte("x")); err != nil {
+				c.Close()
+			}
+		}
+	case down > 0:
 		c, err = askDown(ctx, addr, down)
-	} else {
+	default:
 		c, err = roundTrip(ctx, addr)
 	}
 	if err != nil {

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+)
+
+// The runtime keeps the heap and the stacks a burst of connections grew
+// (5,000 clients opening at once: each start's goroutine grows its stack
+// while it dials) and gives the free part back to the system only down to
+// about its heap goal, which the burst doubled: idle connections measured
+// 10.4 KiB of RSS each after such a burst, against 4.4 KiB when the same
+// connections arrived one by one. trimMemory gives the free heap back once
+// the heap is quiet (no garbage collection ran for trimEvery) and holds
+// more than trimAbove free: after a burst, not under a steady load, where
+// the memory would be taken again at once.
+const (
+	trimEvery = 5 * time.Second
+	trimAbove = 4 << 20 // free heap bytes worth a collection to give back
+)
+
+// trimMemory checks every trimEvery, until ctx ends, whether the heap has
+// been quiet and holds more than trimAbove bytes of free heap, and if so
+// returns them to the system.
+func trimMemory(ctx context.Context) {
+	samples := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/memory/classes/heap/free:bytes"}}
+	var lastCycles uint64
+	t := time.NewTicker(trimEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		metrics.Read(samples)
+		if samples[0].Value.Kind() != metrics.KindUint64 || samples[1].Value.Kind() != metrics.KindUint64 {
+			return // the runtime no longer has these metrics: nothing to go by
+		}
+		cycles, free := samples[0].Value.Uint64(), samples[1].Value.Uint64()
+		if cycles == lastCycles && free > trimAbove {
+			debug.FreeOSMemory()
+			metrics.Read(samples[:1])
+			cycles = samples[0].Value.Uint64()
+		}
+		lastCycles = cycles
+	}
+}
