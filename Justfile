@@ -31,7 +31,7 @@ fuzz seconds="20":
     for pkg in $(go list ./...); do
       for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
         echo "fuzz: $pkg $target"
-        go test -run '^$' -fuzz "^${target}\$" -fuzztime {{seconds}}s "$pkg"
+        go test -run '^$' -fuzz "^${target}\$" -fuzztime {{seconds}}s -fuzzminimizetime 2s "$pkg"
       done
     done
 
