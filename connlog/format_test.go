@@ -376,7 +376,7 @@ func validFormat(format string) bool {
 		if format[i] != '%' {
 			continue
 		}
-		if i+1 == len(format) || !strings.ContainsRune("%seSipoOrwfNxhnt", rune(format[i+1])) {
+		if i+1 == len(format) || !strings.ContainsRune("%seSipoOrwfNxhntTUC", rune(format[i+1])) {
 			return false
 		}
 		i++
