@@ -288,8 +288,9 @@ func serve(srv *proxy.Server, ln net.Listener) error {
 // what remains).
 type lifecycle struct {
 	stop, abort chan struct{}
-	done        chan struct{} // closed to end the watch
-	wg          sync.WaitGroup
+	done        chan struct{}  // closed to end the watch
+	wg          sync.WaitGroup // the watch
+	reopens     sync.WaitGroup // a reopen loop that runs
 	mu          sync.Mutex
 	first       string // the signal that closed stop
 	reopening   bool   // a reopen runs
@@ -344,12 +345,12 @@ func (l *lifecycle) reopenSoon(reopen func()) {
 		return
 	}
 	l.reopening = true
-	l.wg.Add(1)
+	l.reopens.Add(1)
 	go l.reopenLoop(reopen)
 }
 
 func (l *lifecycle) reopenLoop(reopen func()) {
-	defer l.wg.Done()
+	defer l.reopens.Done()
 	for {
 		reopen()
 		l.mu.Lock()
@@ -369,9 +370,18 @@ func (l *lifecycle) signal() string {
 	return l.first
 }
 
+// close ends the watch. It waits for a reopen that runs, but not for ever:
+// one stuck on a file system that does not answer must not keep a stopped
+// daemon from exiting.
 func (l *lifecycle) close() {
 	close(l.done)
 	l.wg.Wait()
+	done := make(chan struct{})
+	go func() { l.reopens.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
 }
 
 // reload is one thing SIGHUP re-reads: a log file, a certificate.

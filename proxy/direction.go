@@ -281,6 +281,11 @@ func (d *direction) readLimit() int {
 		d.slow--
 		limit = min(limit, slowRead)
 	}
+	if d.dstTLS != nil {
+		// crypto/tls takes one record (16 KiB) at a time: a larger block
+		// gains nothing, and a write stalled on its peer holds it whole.
+		limit = min(limit, tlsRecordPlaintext)
+	}
 	if d.ss.srv.underPressure() {
 		limit = min(limit, bulkRead)
 	}
@@ -289,7 +294,7 @@ func (d *direction) readLimit() int {
 		room := d.dstRoom()
 		d.tight = room < 2*d.ss.srv.cfg.BufferSize
 		limit = min(limit, max(room, slowRead))
-		d.fits = room >= limit
+		d.fits = room != math.MaxInt && room >= limit // only where the socket could tell
 	}
 	return limit
 }

@@ -59,12 +59,12 @@ type session struct {
 	// cause is why the session must end now: the first error of a
 	// direction, a recording error, the idle timeout or the server's abort.
 	// Setting it resets both sockets.
-	cause     atomic.Pointer[error]
+	cause atomic.Pointer[error]
 	// prev and next link the session into the server's list of relaying
 	// sessions, which a forced stop walks (Server.running).
 	prev, next *session
-	running   atomic.Int32 // directions not yet finished; the last one ends the session
-	dirs      [2]direction // indexed by datafile.Direction
+	running    atomic.Int32 // directions not yet finished; the last one ends the session
+	dirs       [2]direction // indexed by datafile.Direction
 }
 
 // serveConn starts the session of an accepted connection: the checks,
@@ -542,8 +542,12 @@ func (l *sessionList) abort(cause error) {
 	l.mu.Unlock()
 	// Outside the lock: a cancelled session whose directions were parked
 	// ends on this goroutine, and its end removes it from the list.
+	// Each on a goroutine of its own: a cancelled session whose directions
+	// were parked ends on the goroutine that cancels it (Recorder.Close,
+	// OnEnd with its audit fsync); one after another, n sessions would take
+	// n ends.
 	for _, ss := range all {
-		ss.cancel(cause)
+		go ss.cancel(cause)
 	}
 }
 

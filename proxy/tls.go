@@ -86,12 +86,9 @@ type negotiation struct {
 
 // negotiateClient runs the client side's negotiation within ctx: a TLS
 // handshake, or PostgreSQL's SSLRequest dance first.
-func (ss *session) negotiateClient(ctx context.Context, cfg *TLS) (negotiation, error) {
+func (ss *session) negotiateClient(ctx context.Context, cfg *TLS) (neg negotiation, err error) {
 	c := ss.client
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-		defer c.SetDeadline(time.Time{})
-	}
+	defer interruptible(ctx, c, &err)()
 	if !cfg.Postgres {
 		if cfg.Client == nil {
 			return negotiation{}, nil
@@ -211,12 +208,9 @@ func pgError(severity, code, msg string) []byte {
 
 // negotiateUpstream speaks TLS to the freshly dialed destination c within
 // ctx: PostgreSQL's SSLRequest first where asked to.
-func (ss *session) negotiateUpstream(ctx context.Context, cfg *TLS) (*tls.Conn, error) {
+func (ss *session) negotiateUpstream(ctx context.Context, cfg *TLS) (_ *tls.Conn, err error) {
 	c := ss.server
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-		defer c.SetDeadline(time.Time{})
-	}
+	defer interruptible(ctx, c, &err)()
 	if cfg.Postgres {
 		var req [8]byte
 		binary.BigEndian.PutUint32(req[:4], 8)
@@ -276,4 +270,23 @@ func clientSubject(st tls.ConnectionState) string {
 		return ""
 	}
 	return st.PeerCertificates[0].Subject.String()
+}
+
+// interruptible bounds the plain reads and writes of a negotiation on c by
+// ctx: its deadline, and its cancellation (a forced stop), which
+// io.ReadFull does not watch. The function it returns clears the deadline;
+// if ctx ended under a negotiation that succeeded, it fails it (*errp),
+// since c's deadline may be in the past by then.
+func interruptible(ctx context.Context, c *net.TCPConn, errp *error) func() {
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
+	return func() {
+		if !stop() && *errp == nil {
+			*errp = context.Cause(ctx)
+			return
+		}
+		c.SetDeadline(time.Time{})
+	}
 }

@@ -28,11 +28,16 @@ import (
 //     into wherever the symlink points would let anyone who can write the
 //     parent choose where recordings go.
 type folder struct {
-	path   string // as configured, for errors
+	path string // as configured, for errors
+	// real is the parent's path with the symlinks of the configured one
+	// resolved at New, for remake: no symlink planted since is followed.
+	real   string
 	name   string // its base name in the parent
 	parent int    // O_PATH descriptor of the parent
 
-	mu  sync.Mutex
+	// mu guards fd, dev, ino and parent: read-locked while a create uses
+	// fd, so that a reopen (write-locked) never closes it under openat.
+	mu  sync.RWMutex
 	fd  int // O_PATH descriptor of the folder; -1 when it must be (re)opened
 	dev uint64
 	ino uint64
@@ -51,7 +56,12 @@ func openFolder(dir string) (*folder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data file folder %s: %w", dir, &os.PathError{Op: "open", Path: filepath.Dir(dir), Err: err})
 	}
-	f := &folder{path: dir, name: filepath.Base(dir), parent: parent, fd: -1}
+	real, err := filepath.EvalSymlinks(filepath.Dir(dir))
+	if err != nil {
+		unix.Close(parent)
+		return nil, fmt.Errorf("data file folder %s: %w", dir, err)
+	}
+	f := &folder{path: dir, real: real, name: filepath.Base(dir), parent: parent, fd: -1}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.reopen(false); err != nil {
@@ -67,13 +77,19 @@ func openFolder(dir string) (*folder, error) {
 // to add the regular file to the runtime's poller, which costs a failed
 // epoll_ctl and three fcntl calls per connection.
 func (f *folder) create(name string) (*os.File, error) {
-	dirfd, err := f.current()
-	if err != nil {
-		return nil, err
-	}
 	path := filepath.Join(f.path, name)
 	for {
+		f.mu.RLock()
+		dirfd, ok := f.check()
+		if !ok {
+			f.mu.RUnlock()
+			if err := f.refresh(); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, fileMode)
+		f.mu.RUnlock()
 		switch err {
 		case nil:
 			return os.NewFile(uintptr(fd), path), nil
@@ -85,29 +101,33 @@ func (f *folder) create(name string) (*os.File, error) {
 	}
 }
 
-// current returns the folder's descriptor after checking that its path
-// still names it, making or reopening it where it does not.
-func (f *folder) current() (int, error) {
+// check returns the folder's descriptor if its path still names it; f.mu
+// is held (for reading at least).
+func (f *folder) check() (int, bool) {
+	var st unix.Stat_t
+	err := unix.Fstatat(f.parent, f.name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	return f.fd, err == nil && f.fd >= 0 && st.Dev == f.dev && st.Ino == f.ino
+}
+
+// refresh makes or reopens the folder where its path no longer names the
+// descriptor held.
+func (f *folder) refresh() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if _, ok := f.check(); ok {
+		return nil // another create did it
+	}
 	var st unix.Stat_t
 	err := unix.Fstatat(f.parent, f.name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
-	case err == nil && f.fd >= 0 && st.Dev == f.dev && st.Ino == f.ino:
-		return f.fd, nil
 	case errors.Is(err, unix.ENOENT):
 		// Removed since (a clean-up job): make it again.
-		if err := f.reopen(true); err != nil {
-			return -1, err
-		}
+		return f.reopen(true)
 	case err != nil:
-		return -1, fmt.Errorf("data file folder %s: %w", f.path, err)
+		return fmt.Errorf("data file folder %s: %w", f.path, err)
 	default:
-		if err := f.reopen(false); err != nil {
-			return -1, err
-		}
+		return f.reopen(false)
 	}
-	return f.fd, nil
 }
 
 // reopen opens the folder at its path anew, without following a symlink,
@@ -146,11 +166,23 @@ func (f *folder) reopen(mkdir bool) error {
 // remake makes the folder's path with its missing parents, as
 // openFolder does, and opens the parent again; f.mu is held.
 func (f *folder) remake() error {
-	if err := os.MkdirAll(f.path, folderMode); err != nil {
+	if err := os.MkdirAll(f.real, folderMode); err != nil {
 		return err
 	}
-	parent, err := unix.Open(filepath.Dir(f.path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// Every component as it was resolved at New: a symlink planted since
+	// (the parent removed and a link made in its place) is refused.
+	parent, err := unix.Openat2(unix.AT_FDCWD, f.real, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS,
+	})
 	if err != nil {
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			return fmt.Errorf("the parent of data file folder %s is no longer a folder but a symlink or a file: recordings refused until it is one again", f.path)
+		}
+		return err
+	}
+	if err := unix.Mkdirat(parent, f.name, folderMode); err != nil && !errors.Is(err, unix.EEXIST) {
+		unix.Close(parent)
 		return err
 	}
 	unix.Close(f.parent)
