@@ -129,7 +129,7 @@ func (d *direction) run() {
 		case err == io.EOF:
 			// Pass the FIN (or close_notify) on; the other direction
 			// keeps flowing.
-			d.closeWrite()
+			d.closeWrite(d.ss.running.Load() == 1)
 		default:
 			d.ss.cancel(err)
 		}
@@ -260,12 +260,18 @@ func (d *direction) writeTLS(p []byte) (int, error) {
 }
 
 // closeWrite passes the end of the source's stream on: a close_notify
-// through dst's TLS, then a FIN.
-func (d *direction) closeWrite() {
+// through dst's TLS, then a FIN. When the other direction has already
+// ended, the session closes dst as soon as this one finishes: the close
+// sends the FIN (dst's stream was read to its end, so it is not a reset)
+// and a shutdown first would be one system call per connection for
+// nothing.
+func (d *direction) closeWrite(last bool) {
 	if d.dstTLS != nil {
 		d.dstTLS.CloseWrite()
 	}
-	d.dst.CloseWrite()
+	if !last {
+		d.dst.CloseWrite()
+	}
 }
 
 // readLimit is the most the next read may take: the whole buffer, or
