@@ -6,6 +6,8 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -169,4 +171,62 @@ func TestBlastUpBytes(t *testing.T) {
 	if err != nil || n != limit {
 		t.Errorf("got %d bytes, %v; want exactly %d", n, err, limit)
 	}
+}
+
+// TestCreateRate checks that create makes files of createSize bytes from
+// every goroutine and that removeCreated leaves the folder empty.
+func TestCreateRate(t *testing.T) {
+	dir := t.TempDir()
+	prefix := filepath.Join(dir, "c-")
+	rate, made, err := createRate(prefix, 3, 20*time.Millisecond, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rate <= 0 || len(made) != 3 {
+		t.Fatalf("got rate %v from %d goroutines; want a positive rate from 3", rate, len(made))
+	}
+	for g, n := range made {
+		if n == 0 {
+			t.Errorf("goroutine %d made no file", g)
+		}
+		for i := range n {
+			fi, err := os.Stat(createName(prefix, g, i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Size() != createSize {
+				t.Errorf("%s: got %d bytes; want %d", fi.Name(), fi.Size(), createSize)
+			}
+		}
+	}
+	removeCreated(prefix, made)
+	left, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Errorf("got %d files left; want none", len(left))
+	}
+}
+
+// TestCreateCount checks that -n makes exactly that many files.
+func TestCreateCount(t *testing.T) {
+	dir := t.TempDir()
+	prefix := filepath.Join(dir, "c-")
+	_, made, err := createRate(prefix, 4, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range made {
+		total += n
+	}
+	if len(files) != 10 || total != 10 {
+		t.Errorf("got %d files, %d tried; want 10 and 10", len(files), total)
+	}
+	removeCreated(prefix, made)
 }

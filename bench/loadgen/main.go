@@ -11,6 +11,8 @@
 //	loadgen conns -addr 127.0.0.1:17003 -n 12000 -c 16                          # short echo connections: "OK FAILED"
 //	loadgen codec -codec pgzip -payload sql -t 2s                              # bytes/s of input
 //	loadgen codec -codec flate -level 1 -payload sql                           # and the ratio on stderr
+//	loadgen create -dir /tmp -c 50 -t 3s                                        # files/s a folder takes: create, write 200 bytes, close
+//	loadgen create -dir /tmp -c 1 -n 5000                                       # exactly 5000 files (then removed, as always)
 //	loadgen rss PID...                                                          # KiB, the PIDs and all their descendants
 //	loadgen quiet -max 10s PID...                                               # returns once they use no CPU
 //	loadgen cpu PID...                                                          # busy ticks of the machine, of the PIDs' trees
@@ -27,17 +29,18 @@ import (
 
 func main() {
 	cmds := map[string]func(args []string) error{
-		"serve": serve,
-		"blast": blast,
-		"hold":  hold,
-		"conns": conns,
-		"codec": codec,
-		"rss":   rss,
-		"quiet": quiet,
-		"cpu":   cpu,
+		"serve":  serve,
+		"blast":  blast,
+		"hold":   hold,
+		"conns":  conns,
+		"codec":  codec,
+		"create": create,
+		"rss":    rss,
+		"quiet":  quiet,
+		"cpu":    cpu,
 	}
 	if len(os.Args) < 2 || cmds[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: loadgen serve|blast|hold|conns|codec|rss|quiet|cpu [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen serve|blast|hold|conns|codec|create|rss|quiet|cpu [flags]")
 		os.Exit(2)
 	}
 	if err := cmds[os.Args[1]](os.Args[2:]); err != nil {
