@@ -12,14 +12,18 @@ LOAD_PORT=$((PORT_BASE + 3))  # loadgen serve
 # target i listens on PORT_BASE+100+10*i + 1 (to iperf3), + 2 (to the page)
 # and + 3 (to loadgen).
 TARGETS=(direct haproxy-splice haproxy nginx socat naive naive-tee-file naive-tee-pgzip
-    ipprotd ipprotd-Lf ipprotd-Lfc ipprotd-Lz ipprotd-Lj epoll-go ipprotd-Lz1)
+    ipprotd ipprotd-Lf ipprotd-Lfc ipprotd-Lz ipprotd-Lj epoll-go ipprotd-Lz1
+    ipprotd-Lf-disk ipprotd-Lfc-disk)
 
 # ipprotd's recording options per target; the prefix is filled in per
-# listener so that no two processes share data file names.
+# listener so that no two processes share data file names. The -disk
+# targets record into DISK_DATA instead of DATA.
 declare -A IPPROTD_FLAGS=(
     [ipprotd]=""
     [ipprotd-Lf]="-L -f @DATA@/prot"
     [ipprotd-Lfc]="-L -f @DATA@/prot -c @DATA@/conn.log"
+    [ipprotd-Lf-disk]="-L -f @DATA@/prot"
+    [ipprotd-Lfc-disk]="-L -f @DATA@/prot -c @DATA@/conn.log"
     [ipprotd-Lz]="-L -f @DATA@/prot -z"
     [ipprotd-Lz1]="-L -f @DATA@/prot -z --gzip-level 1"
     [ipprotd-Lj]="-L -f @DATA@/prot -j"
@@ -42,6 +46,27 @@ if [[ -z ${DATA:-} ]]; then
     fi
 fi
 mkdir -p "$LOGS" "$BIN" "$RUN" "$DATA"
+# DISK_DATA is a folder on a real disk (DISK, /tmp by default) for the
+# -disk targets, made when the first starts: creating a file there can
+# cost a millisecond, and the page cache's write path costs more than
+# tmpfs's. Scripts that start them remove it at the end.
+DISK=${DISK:-/tmp}
+DISK_DATA=${DISK_DATA:-}
+
+# disk_data makes DISK_DATA if it is not made yet.
+disk_data() {
+    [[ -n $DISK_DATA ]] || DISK_DATA=$(mktemp -d "$DISK/ipprot-bench-disk.XXXXXX")
+    mkdir -p "$DISK_DATA"
+}
+
+# data_of TARGET: the folder TARGET records into.
+data_of() {
+    if [[ $1 == *-disk ]]; then
+        echo "${DISK_DATA:-/nonexistent}/$1"
+    else
+        echo "$DATA/$1"
+    fi
+}
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -216,10 +241,11 @@ start_target() {
         LOAD_PIDS[$t]=$SPAWNED
         ;;
     *)
+        [[ $t == *-disk ]] && disk_data
         for b in iperf web load; do
             in=$(port "$t" "$b")
             dest=$(port direct "$b")
-            dir="$DATA/$t/$b"
+            dir="$(data_of "$t")/$b"
             mkdir -p "$dir"
             case $t in
             socat)
@@ -259,12 +285,19 @@ stop_target() {
 # settle TARGET: waits until TARGET's processes are idle, then deletes
 # what it recorded.
 settle() {
-    local t=$1
+    local t=$1 dir
     if [[ -n ${GROUPS_OF[$t]:-} ]]; then
         # shellcheck disable=SC2086
         "$BIN/loadgen" quiet -max 20s ${GROUPS_OF[$t]}
     fi
-    if [[ -d $DATA/$t ]]; then
-        find "$DATA/$t" -type f -delete
+    dir=$(data_of "$t")
+    if [[ -d $dir ]]; then
+        find "$dir" -type f -delete
+    fi
+    if [[ $t == *-disk || $t == folder-create ]]; then
+        # A journal-less ext4 reuses at once the inodes of files deleted
+        # in the current second, and skips those deleted in the minutes
+        # before: let the next measurement start from the latter state.
+        sleep 1.1
     fi
 }

@@ -25,7 +25,7 @@ finish() {
     trap - EXIT INT TERM
     [[ $BASHPID == "$$" ]] || exit "$rc"
     stop_all
-    rm -rf "$DATA" "$WORK"
+    rm -rf "$DATA" "$WORK" ${DISK_DATA:+"$DISK_DATA"}
     exit "$rc"
 }
 trap finish EXIT

@@ -28,7 +28,7 @@ finish() {
     [[ $BASHPID == "$$" ]] || exit "$rc"
     [[ -n $LOAD_PID ]] && kill "$LOAD_PID" 2>/dev/null
     stop_all
-    rm -rf "$DATA" "$WORK"
+    rm -rf "$DATA" "$WORK" ${DISK_DATA:+"$DISK_DATA"}
     exit "$rc"
 }
 trap finish EXIT

@@ -10,6 +10,9 @@
 #   QUICK=1 bench/run.sh      # one short round, a smoke test (about 4 minutes on a quiet machine)
 #   ROUNDS=5 bench/run.sh     # more rounds
 #   IPPROTD_REV=HEAD bench/run.sh   # ipprotd as committed, not the working tree
+#   ONLY="connrate tput" bench/run.sh   # only these sections (codec tput tputsql connrate
+#                                       # keepalive idle active); written to results/only.md.tmp
+#   DISK=/var/tmp bench/run.sh          # the real disk folder of the -disk rows (default /tmp)
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,7 +47,7 @@ finish() {
     [[ $BASHPID == "$$" ]] || exit "$rc"
     [[ -n ${HOLD_PID:-} ]] && release_conns
     stop_all
-    rm -rf "$DATA"
+    rm -rf "$DATA" ${DISK_DATA:+"$DISK_DATA"}
     if ((rc == 0)); then
         rm -rf "$WORK"
     else
@@ -54,6 +57,11 @@ finish() {
 }
 trap finish EXIT
 trap 'exit 130' INT TERM
+
+# only SECTION succeeds when ONLY is empty or names SECTION.
+only() {
+    [[ -z ${ONLY:-} || " $ONLY " == *" $1 "* ]]
+}
 
 # sample SECTION LOAD TARGET ROUND VALUE FOREIGN: records one measurement.
 sample() {
@@ -65,16 +73,68 @@ sample() {
 # not the run. They run as `if` conditions, where set -e does not apply:
 # every step that can fail says so.
 
-# measure_iperf3 TARGET STREAMS [-R]
+# measure_iperf3 TARGET STREAMS [-R]. The target dd-disk is dd instead
+# (measure_dd); after ipprotd-Lf-disk, the size of its recording is kept
+# for it.
 measure_iperf3() {
     local out=$WORK/iperf3.json
+    if [[ $1 == dd-disk ]]; then
+        measure_dd
+        return
+    fi
     if ! timeout $((SECS + 30)) iperf3 -c 127.0.0.1 -p "$(port "$1" iperf)" -t "$SECS" -P "$2" ${3:+"$3"} \
         -J --connect-timeout 3000 >"$out" 2>&1; then
         cat "$out" >>"$LOGS/iperf3-client.log"
         start_iperf3
         return 1
     fi
+    if [[ $1 == ipprotd-Lf-disk ]]; then
+        # The session has ended once iperf3 has its result; its file is
+        # complete.
+        find "$(data_of "$1")/iperf" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }' >"$WORK/disk-bytes"
+    fi
     "$BIN/report" iperf3 "$out"
+}
+
+# measure_dd: bytes/s of dd bs=1M writing, into the folder ipprotd-Lf-disk
+# records into, as many bytes as its last recording held (1 GiB if none).
+measure_dd() {
+    local bytes=$((1 << 30)) dir file out
+    [[ -s $WORK/disk-bytes ]] && read -r bytes <"$WORK/disk-bytes"
+    dir=$(data_of ipprotd-Lf-disk)/iperf
+    file=$dir/dd.out
+    mkdir -p "$dir"
+    out=$(dd if=/dev/zero of="$file" bs=1M count=$(((bytes + (1 << 20) - 1) >> 20)) 2>&1) || { rm -f "$file"; return 1; }
+    rm -f "$file"
+    # "N bytes (…) copied, S s, R MB/s"
+    awk '/ copied, / { for (i = 1; i <= NF; i++) if ($i == "copied,") { printf "%.0f\n", $1 / $(i + 1); f = 1 } } END { exit !f }' <<<"$out"
+}
+
+# warm_disk_folder creates and deletes files in the -disk folder for SECS,
+# as a measurement does, so that the first measurement of a round finds
+# the folder as the later ones do: with the files of a measurement just
+# deleted (on a journal-less ext4, a fresh folder creates ten times
+# faster than one whose files were deleted in the last minute).
+warm_disk_folder() {
+    local dir
+    dir=$(data_of ipprotd-Lfc-disk)/web
+    mkdir -p "$dir"
+    "$BIN/loadgen" create -dir "$dir" -c "$WRK_CONNS" -t "${SECS}s" >/dev/null 2>>"$LOGS/loadgen-create.log" || true
+    sleep 1.1
+}
+
+# measure_conn TARGET close|keepalive: measure_wrk, or for the target
+# folder-create the rate at which the -disk folder takes files at wrk's
+# concurrency (loadgen create: create, write 200 bytes, close).
+measure_conn() {
+    if [[ $1 == folder-create ]]; then
+        local dir
+        dir=$(data_of ipprotd-Lfc-disk)/web
+        mkdir -p "$dir"
+        timeout $((SECS + 60)) "$BIN/loadgen" create -dir "$dir" -c "$WRK_CONNS" -t "${SECS}s" 2>>"$LOGS/loadgen-create.log"
+        return
+    fi
+    measure_wrk "$@"
 }
 
 # measure_blast TARGET up|down
@@ -244,10 +304,23 @@ describe_machine() {
 - machine: $cpu, $(nproc) CPUs, $mem RAM, kernel $(uname -r)
 - Go: $(go version | awk '{ print $3 }'); $("$BIN/ipprotd" -v 2>&1 | head -1)
 - peers: $(haproxy -v | head -1 | awk '{ print "HAProxy", $3 }'); $(nginx -v 2>&1 | sed 's/.*: //'); socat $(socat -V | awk '/socat version/ { print $3 }'); $(iperf3 --version | head -1 | awk '{ print "iperf3", $2 }'); $(wrk --version 2>&1 | head -1 | awk '{ print "wrk", $2 }')
-- recordings written to ${DATA%/*} ($(df -T "$DATA" | awk 'NR == 2 { print $2 }')), deleted after each measurement
+- recordings written to ${DATA%/*} ($(df -T "$DATA" | awk 'NR == 2 { print $2 }')), deleted after each measurement; those of the rows "into DISK" to ${DISK_DATA:-$DISK} ($(df -T "${DISK_DATA:-$DISK}" | awk 'NR == 2 { print $2 }'), $(disk_journal)), deleted after each measurement too
 - the measuring took $(((SECONDS - STARTED) / 60)) min $(((SECONDS - STARTED) % 60)) s; load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg). "CPU elsewhere" is the median share of all CPUs that processes outside the benchmark took during a figure's measurements; one above ${MAX_FOREIGN} was taken again (twice at most), and each waited for less than ${QUIET_SHARE}.
 
 EOF
+}
+
+# disk_journal says whether the file system of the disk folder is an ext4
+# without a journal (whose inode allocator skips recently deleted inodes).
+disk_journal() {
+    local dev
+    dev=$(df --output=source "${DISK_DATA:-$DISK}" | awk 'NR == 2')
+    if [[ $(df --output=fstype "${DISK_DATA:-$DISK}" | awk 'NR == 2') == ext4 ]] &&
+        [[ -e /proc/fs/ext4/${dev##*/} && ! -e /proc/fs/jbd2/${dev##*/}-8 ]]; then
+        echo "ext4 without a journal"
+    else
+        echo "with a journal or not ext4"
+    fi
 }
 
 describe_loads() {
@@ -259,6 +332,7 @@ Loads, all on 127.0.0.1, client and backend in processes of their own:
 - **throughput, SQL text**: \`loadgen blast\`, 1 stream for $SECS s of varied SQL statements (compressible about fivefold by gzip); the receiver's count over the time to the last byte.
 - **compression bound**: \`loadgen codec\`, the same two payloads compressed to /dev/null for $SECS s: pgzip with its defaults (1 MiB blocks on all CPUs), klauspost flate at its default level 5 on one CPU (the codec and level the recorder drives), dsnet bzip2 -9 on one CPU. The -L -f -z goal reads the recorded figure against pgzip alone on the same payload; on random data pgzip stores the blocks it cannot shrink and runs faster than a direct connection, so there the goal is out of any proxy's reach and the SQL rows are the ones to read.
 - **connections/s**: \`wrk -t1 -c$WRK_CONNS -H 'Connection: close'\` for a 170-byte page from nginx, a new connection per request; **keep-alive**: the same without the header.
+- **into DISK**: the same loads with the recordings in a folder on the real disk (\`DISK\`, default /tmp) instead of tmpfs. Beside -L -f -c, **the folder's own create rate**: \`loadgen create -c $WRK_CONNS\` in that folder, $WRK_CONNS goroutines each creating a file (O_CREAT|O_EXCL), writing 200 bytes to it and closing it, in a loop; measured right before and right after ipprotd (two samples a round), as the rate of such a folder moves with the files deleted in the minutes before. Beside -L -f (1 stream), **dd**: \`dd if=/dev/zero bs=1M\` of as many bytes as ipprotd's recording held, into the same folder, right after it. The goals read ipprotd against min(nginx stream, the folder's create rate) and against dd.
 - **RSS per idle connection**: $IDLE_N connections opened through a freshly started proxy, each after one echo round trip; (VmRSS with them − VmRSS before) / N, summed over all processes of the proxy (nginx workers, socat children). Fewer for two: socat $SOCAT_IDLE_N (a process of 2.6 MB each), naive Go $NAIVE_IDLE_N (Go's io.Copy splice holds a pipe, 2 fds, per direction even while idle: 6 fds a connection, so 9,000 do not fit 20,000 open files).
 - **RSS per active connection**: $ACTIVE_N connections, each sending a 120-byte SQL line and reading its echo every $TRICKLE, measured after ${ACTIVE_SECS} s.
 - naive Go: bench/naivego, io.Copy both ways (splice); tee-to-file and tee-to-pgzip write both directions of each connection to a file of its own.
@@ -281,27 +355,35 @@ main() {
 
     local peers_all=(direct haproxy-splice haproxy nginx socat naive naive-tee-file naive-tee-pgzip)
     local tput=("${peers_all[@]}" ipprotd ipprotd-Lf ipprotd-Lz ipprotd-Lj)
+    # Recording into the real disk folder, beside what that folder does
+    # alone: dd right after the recording it writes as much as, and the
+    # folder's create rate before and after -L -f -c (it changes as files
+    # come and go: a journal-less ext4 skips inodes deleted in the last
+    # minutes, docs/design.md).
+    local tput_disk=(ipprotd-Lf-disk dd-disk)
+    local web_disk=(folder-create ipprotd-Lfc-disk folder-create)
     local sql=(direct haproxy-splice naive naive-tee-file naive-tee-pgzip ipprotd ipprotd-Lf ipprotd-Lz ipprotd-Lz1 ipprotd-Lj)
-    local web=("${peers_all[@]}" epoll-go ipprotd ipprotd-Lfc ipprotd-Lz)
+    local web_tmpfs=("${peers_all[@]}" epoll-go ipprotd ipprotd-Lfc ipprotd-Lz)
     local idle=(haproxy-splice haproxy nginx ipprotd)
     local active=(ipprotd ipprotd-Lz naive-tee-pgzip)
 
     for ((r = 1; r <= ROUNDS; r++)); do
         log "round $r of $ROUNDS"
-        run_load codec random "$r" measure_codec random -- pgzip flate bzip2
-        run_load codec sql "$r" measure_codec sql -- pgzip flate bzip2
-        run_load tput "c→s 1 stream" "$r" measure_iperf3 1 -- "${tput[@]}"
-        run_load tput "s→c 1 stream (-R)" "$r" measure_iperf3 1 -R -- "${tput[@]}"
-        run_load tput "c→s 4 streams" "$r" measure_iperf3 4 -- "${tput[@]}"
-        run_load tput "s→c 4 streams (-R)" "$r" measure_iperf3 4 -R -- "${tput[@]}"
-        run_load tputsql "c→s 1 stream" "$r" measure_blast up -- "${sql[@]}"
-        run_load tputsql "s→c 1 stream" "$r" measure_blast down -- "${sql[@]}"
-        run_load connrate "wrk Connection: close" "$r" measure_wrk close -- "${web[@]}"
-        run_load keepalive "wrk keep-alive" "$r" measure_wrk keepalive -- "${web[@]}"
-        run_load idle "$IDLE_N idle" "$r" measure_rss "$IDLE_N" 0 1 -- "${idle[@]}"
-        run_load idle "$IDLE_N idle" "$r" measure_rss "$NAIVE_IDLE_N" 0 1 -- naive
-        run_load idle "$IDLE_N idle" "$r" measure_rss "$SOCAT_IDLE_N" 0 1 -- socat
-        run_load active "$ACTIVE_N trickling" "$r" measure_rss "$ACTIVE_N" "$TRICKLE" "$ACTIVE_SECS" -- "${active[@]}"
+        only codec && run_load codec random "$r" measure_codec random -- pgzip flate bzip2
+        only codec && run_load codec sql "$r" measure_codec sql -- pgzip flate bzip2
+        only tput && run_load tput "c→s 1 stream" "$r" measure_iperf3 1 -- "${tput[@]}" "${tput_disk[@]}"
+        only tput && run_load tput "s→c 1 stream (-R)" "$r" measure_iperf3 1 -R -- "${tput[@]}"
+        only tput && run_load tput "c→s 4 streams" "$r" measure_iperf3 4 -- "${tput[@]}"
+        only tput && run_load tput "s→c 4 streams (-R)" "$r" measure_iperf3 4 -R -- "${tput[@]}"
+        only tputsql && run_load tputsql "c→s 1 stream" "$r" measure_blast up -- "${sql[@]}"
+        only tputsql && run_load tputsql "s→c 1 stream" "$r" measure_blast down -- "${sql[@]}"
+        only connrate && run_load connrate "wrk Connection: close" "$r" measure_conn close -- "${web_tmpfs[@]}"
+        only connrate && warm_disk_folder && run_load connrate "wrk Connection: close" "$r" measure_conn close -- "${web_disk[@]}"
+        only keepalive && run_load keepalive "wrk keep-alive" "$r" measure_wrk keepalive -- "${web_tmpfs[@]}"
+        only idle && run_load idle "$IDLE_N idle" "$r" measure_rss "$IDLE_N" 0 1 -- "${idle[@]}"
+        only idle && run_load idle "$IDLE_N idle" "$r" measure_rss "$NAIVE_IDLE_N" 0 1 -- naive
+        only idle && run_load idle "$IDLE_N idle" "$r" measure_rss "$SOCAT_IDLE_N" 0 1 -- socat
+        only active && run_load active "$ACTIVE_N trickling" "$r" measure_rss "$ACTIVE_N" "$TRICKLE" "$ACTIVE_SECS" -- "${active[@]}"
     done
     log "measured in $((SECONDS - STARTED)) s"
 
@@ -309,7 +391,9 @@ main() {
     describe_machine "$mode" >"$WORK/header.md"
     "$BIN/report" table -samples "$SAMPLES" -header "$WORK/header.md" -out "$WORK/table.md"
     describe_loads >>"$WORK/table.md"
-    if [[ $mode == full ]]; then
+    if [[ -n ${ONLY:-} ]]; then
+        cp "$WORK/table.md" "$RESULTS/only.md.tmp"
+    elif [[ $mode == full ]]; then
         cp "$WORK/table.md" "$RESULTS/latest.md"
         cp "$SAMPLES" "$RESULTS/latest.tsv"
     else

@@ -13,10 +13,11 @@ type goal struct {
 	target  string
 	text    string
 	// Exactly one of the following: a minimum ratio to a reference target
-	// under the same load, a minimum ratio to a codec alone on the same
-	// payload, or a maximum value.
+	// under the same load (or to the least of several), a minimum ratio to
+	// a codec alone on the same payload, or a maximum value.
 	min      float64
 	against  string
+	least    []string
 	codec    string
 	maxValue float64
 }
@@ -30,6 +31,8 @@ var goals = []goal{
 	{section: []string{"tputsql"}, target: "ipprotd-Lz1", text: "≥ 0.9× pgzip alone", min: 0.9, codec: "pgzip"},
 	{section: []string{"connrate"}, target: "ipprotd", text: "≥ 1.0× nginx stream", min: 1.0, against: "nginx"},
 	{section: []string{"connrate"}, target: "ipprotd-Lfc", text: "≥ 0.8× nginx stream", min: 0.8, against: "nginx"},
+	{section: []string{"connrate"}, target: "ipprotd-Lfc-disk", text: "≥ 0.8× min(nginx stream, the folder's create rate)", min: 0.8, least: []string{"nginx", "folder-create"}},
+	{section: []string{"tput"}, load: "c→s 1 stream", target: "ipprotd-Lf-disk", text: "≥ 0.9× dd bs=1M", min: 0.9, against: "dd-disk"},
 	{section: []string{"connrate"}, target: "ipprotd-Lz", text: "≥ 0.5× nginx stream", min: 0.5, against: "nginx"},
 	{section: []string{"keepalive"}, target: "ipprotd", text: "≥ 1.0× nginx stream", min: 1.0, against: "nginx"},
 	{section: []string{"idle"}, target: "ipprotd", text: "≤ 8 KiB", maxValue: 8},
@@ -59,9 +62,21 @@ func (g *goal) judge(l lookup, f *figure) string {
 	}
 	var ref float64
 	var ok bool
-	if g.codec != "" {
+	switch {
+	case g.codec != "":
 		ref, ok = l.median("codec", codecPayload[f.section], g.codec)
-	} else {
+	case g.least != nil:
+		for i, t := range g.least {
+			v, found := l.median(f.section, f.load, t)
+			if !found {
+				return "not measured"
+			}
+			if i == 0 || v < ref {
+				ref = v
+			}
+		}
+		ok = true
+	default:
 		ref, ok = l.median(f.section, f.load, g.against)
 	}
 	if !ok || ref <= 0 {

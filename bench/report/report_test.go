@@ -82,3 +82,33 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskGoals checks the goals read against the least of two figures
+// and against dd, and that reference figures get no ratios of their own.
+func TestDiskGoals(t *testing.T) {
+	const samples = `connrate	wrk Connection: close	direct	1	10000	0
+connrate	wrk Connection: close	nginx	1	5000	0
+connrate	wrk Connection: close	folder-create	1	1500	0
+connrate	wrk Connection: close	ipprotd-Lfc-disk	1	1300	0
+connrate	wrk Connection: close	folder-create	1	1700	0
+tput	c→s 1 stream	direct	1	2000000000	0
+tput	c→s 1 stream	ipprotd-Lf-disk	1	800000000	0
+tput	c→s 1 stream	dd-disk	1	1000000000	0
+`
+	ss, err := readSamples(strings.NewReader(samples))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := render(summarise(ss))
+	// The folder's median is 1600, below nginx's 5000: 1300/1600.
+	for _, want := range []string{
+		"| connections/s | wrk Connection: close | DISK folder's own create rate | 1600 files/s | 1500–1700 | 2 | 0 % | – | – |  |  |\n",
+		"| connections/s | wrk Connection: close | **ipprotd -L -f -c** into DISK | 1300 req/s | 1300–1300 | 1 | 0 % | 0.13× | 0.26× | ≥ 0.8× min(nginx stream, the folder's create rate) | **yes** (0.81×) |\n",
+		"| throughput, iperf3 (random data) | c→s 1 stream | dd bs=1M into DISK | 1000 MB/s | 1000–1000 | 1 | 0 % | – | – |  |  |\n",
+		"| throughput, iperf3 (random data) | c→s 1 stream | **ipprotd -L -f** into DISK | 800 MB/s | 800–800 | 1 | 0 % | 0.40× | – | ≥ 0.9× dd bs=1M | **no** (0.80×) |\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("got table\n%s\nwant it to hold the row\n%s", got, want)
+		}
+	}
+}

@@ -81,29 +81,40 @@ func summarise(ss []sample) []*figure {
 	return figs
 }
 
+// references are the figures of something other than a proxy, which have
+// no ratio to a direct connection or to the best peer.
+var references = map[string]bool{"folder-create": true, "dd-disk": true}
+
+// units are the units of figures whose unit is not their section's.
+var units = map[string]string{"folder-create": "files/s"}
+
 // peers are the proxies ipprotd is measured against.
 var peers = []string{"haproxy-splice", "haproxy", "nginx", "socat"}
 
 // labels are the targets' names in the table.
 var labels = map[string]string{
-	"direct":          "direct",
-	"haproxy-splice":  "HAProxy + splice-auto",
-	"haproxy":         "HAProxy",
-	"nginx":           "nginx stream",
-	"socat":           "socat",
-	"naive":           "naive Go",
-	"naive-tee-file":  "naive Go tee-to-file",
-	"naive-tee-pgzip": "naive Go tee-to-pgzip",
-	"epoll-go":        "epoll Go",
-	"ipprotd":         "**ipprotd**",
-	"ipprotd-Lf":      "**ipprotd -L -f**",
-	"ipprotd-Lfc":     "**ipprotd -L -f -c**",
-	"ipprotd-Lz":      "**ipprotd -L -f -z**",
-	"ipprotd-Lz1":     "**ipprotd -L -f -z --gzip-level 1**",
-	"ipprotd-Lj":      "**ipprotd -L -f -j**",
-	"pgzip":           "pgzip alone (all CPUs)",
-	"flate":           "flate alone (1 CPU)",
-	"bzip2":           "bzip2 -9 alone (1 CPU)",
+	"direct":           "direct",
+	"haproxy-splice":   "HAProxy + splice-auto",
+	"haproxy":          "HAProxy",
+	"nginx":            "nginx stream",
+	"socat":            "socat",
+	"naive":            "naive Go",
+	"naive-tee-file":   "naive Go tee-to-file",
+	"naive-tee-pgzip":  "naive Go tee-to-pgzip",
+	"epoll-go":         "epoll Go",
+	"ipprotd":          "**ipprotd**",
+	"ipprotd-Lf":       "**ipprotd -L -f**",
+	"ipprotd-Lfc":      "**ipprotd -L -f -c**",
+	"ipprotd-Lz":       "**ipprotd -L -f -z**",
+	"ipprotd-Lz1":      "**ipprotd -L -f -z --gzip-level 1**",
+	"ipprotd-Lj":       "**ipprotd -L -f -j**",
+	"ipprotd-Lf-disk":  "**ipprotd -L -f** into DISK",
+	"ipprotd-Lfc-disk": "**ipprotd -L -f -c** into DISK",
+	"folder-create":    "DISK folder's own create rate",
+	"dd-disk":          "dd bs=1M into DISK",
+	"pgzip":            "pgzip alone (all CPUs)",
+	"flate":            "flate alone (1 CPU)",
+	"bzip2":            "bzip2 -9 alone (1 CPU)",
 }
 
 // sections describes each section: its title, unit and whether less is
@@ -167,11 +178,15 @@ func render(figs []*figure) string {
 			label = f.target
 		}
 		m := f.median()
+		unit := sec.unit
+		if u := units[f.target]; u != "" {
+			unit = u
+		}
 		direct, best := "–", "–"
-		if d, ok := l.median(f.section, f.load, "direct"); ok && f.target != "direct" && d > 0 {
+		if d, ok := l.median(f.section, f.load, "direct"); ok && f.target != "direct" && d > 0 && !references[f.target] {
 			direct = ratio(m / d)
 		}
-		if p, ok := l.bestPeer(f.section, f.load); ok && p > 0 && f.section != "codec" {
+		if p, ok := l.bestPeer(f.section, f.load); ok && p > 0 && f.section != "codec" && !references[f.target] {
 			best = ratio(m / p)
 		}
 		goal, met := "", ""
@@ -180,7 +195,7 @@ func render(figs []*figure) string {
 			met = g.judge(l, f)
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s %s | %s–%s | %d | %.0f %% | %s | %s | %s | %s |\n",
-			title, f.load, label, num(m*sec.scale), sec.unit,
+			title, f.load, label, num(m*sec.scale), unit,
 			num(f.values[0]*sec.scale), num(f.values[len(f.values)-1]*sec.scale),
 			len(f.values), 100*median(f.foreign), direct, best, goal, met)
 	}
