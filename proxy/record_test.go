@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -247,5 +248,40 @@ func TestIncompleteRecordingAfterReset(t *testing.T) {
 	f := h.wait()
 	if f.Outcome != RecordError || !errors.Is(f.Err, errDiskFull) || !errors.Is(f.Err, syscall.ECONNRESET) {
 		t.Errorf("outcome %v (%v); want record-error naming both the disk and the reset", f.Outcome, f.Err)
+	}
+}
+
+// TestOpenRecordersAtOnce holds every session in OpenRecorder until 50
+// are there together: the proxy must not make one session's data file
+// wait for another's (a file system that takes a millisecond to create a
+// file would then cap the proxy at a thousand connections a second).
+func TestOpenRecordersAtOnce(t *testing.T) {
+	const n = 50
+	var mu sync.Mutex
+	in := 0
+	all := make(chan struct{})
+	h := newHarness(t, "tcp4", Config{
+		OpenRecorder: func(f *Facts, _ func(error)) (Recorder, string, error) {
+			mu.Lock()
+			if in++; in == n {
+				close(all)
+			}
+			mu.Unlock()
+			select {
+			case <-all:
+				return nil, "", errors.New("test: not recording")
+			case <-time.After(10 * time.Second):
+				return nil, "", errors.New("test: gave up waiting for the others")
+			}
+		},
+	})
+	for range n {
+		h.dial()
+	}
+	for range n {
+		f := h.wait()
+		if f.Outcome != RecordError || f.Err == nil || !strings.Contains(f.Err.Error(), "test: not recording") {
+			t.Errorf("conn %d: outcome %v, %v; want record-error, test: not recording", f.N, f.Outcome, f.Err)
+		}
 	}
 }

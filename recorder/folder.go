@@ -27,6 +27,17 @@ import (
 //     files fails, loudly, until the path names a folder again. Recording
 //     into wherever the symlink points would let anyone who can write the
 //     parent choose where recordings go.
+//
+// Files are created one at a time. The kernel does so anyway: an open
+// with O_CREAT holds the folder's lock (its inode's i_rwsem) exclusively
+// while the file system makes the file, so creates in one folder never
+// overlap. Where making a file is slow (a journal-less ext4 after files
+// were deleted scans the inodes freed in the last minutes, under that
+// lock), every session that waits in the kernel holds a thread, spins on
+// the lock while its holder runs, and holds one of the runtime's
+// processors until the monitor takes it back; waiting here holds nothing
+// but a parked goroutine (docs/design.md, "Creating data files on a slow
+// disk").
 type folder struct {
 	path string // as configured, for errors
 	// real is the parent's path with the symlinks of the configured one
@@ -34,6 +45,8 @@ type folder struct {
 	real   string
 	name   string // its base name in the parent
 	parent int    // O_PATH descriptor of the parent
+
+	creating chan struct{} // holds a token while a file is being created
 
 	// mu guards fd, dev, ino and parent: read-locked while a create uses
 	// fd, so that a reopen (write-locked) never closes it under openat.
@@ -61,7 +74,7 @@ func openFolder(dir string) (*folder, error) {
 		unix.Close(parent)
 		return nil, fmt.Errorf("data file folder %s: %w", dir, err)
 	}
-	f := &folder{path: dir, real: real, name: filepath.Base(dir), parent: parent, fd: -1}
+	f := &folder{path: dir, real: real, name: filepath.Base(dir), parent: parent, fd: -1, creating: make(chan struct{}, 1)}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.reopen(false); err != nil {
@@ -73,10 +86,13 @@ func openFolder(dir string) (*folder, error) {
 
 // create creates the file name in the folder, failing with an error
 // satisfying os.ErrExist if anything, even a dangling symlink, has that
-// name. The descriptor is wrapped with os.NewFile: os.OpenFile would try
-// to add the regular file to the runtime's poller, which costs a failed
-// epoll_ctl and three fcntl calls per connection.
+// name. It waits while another create runs. The descriptor is wrapped
+// with os.NewFile: os.OpenFile would try to add the regular file to the
+// runtime's poller, which costs a failed epoll_ctl and three fcntl calls
+// per connection.
 func (f *folder) create(name string) (*os.File, error) {
+	f.creating <- struct{}{}
+	defer func() { <-f.creating }()
 	path := filepath.Join(f.path, name)
 	for {
 		f.mu.RLock()

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/ipprot/ipprot/datafile"
@@ -385,4 +386,42 @@ func TestFolderReplacedBySymlink(t *testing.T) {
 	if _, err := os.Stat(r.Path()); err != nil {
 		t.Errorf("the file is not in the new folder: %v", err)
 	}
+}
+
+// TestCreatesOneAtATime holds the folder's create turn, as a create in
+// progress does, and checks that an Open waits for it without touching
+// the folder, then creates its file once the turn is given back.
+func TestCreatesOneAtATime(t *testing.T) {
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		prefix := filepath.Join(dir, "prot")
+		o, err := New(Config{Prefix: prefix, Record: [2]bool{datafile.Out: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer o.Close()
+		client := netip.MustParseAddr("192.0.2.1")
+		want := datafile.FileName(prefix, t0, 1, client, datafile.None)
+
+		o.folder.creating <- struct{}{} // a create in progress
+		opened := make(chan error, 1)
+		go func() {
+			r, err := o.Open(Conn{N: 1, Start: t0, Client: client})
+			if err == nil {
+				err = r.Close()
+			}
+			opened <- err
+		}()
+		synctest.Wait() // the Open waits for its turn
+		if _, err := os.Lstat(want); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("while another create runs: got %v for %s; want it not to exist yet", err, want)
+		}
+		<-o.folder.creating
+		if err := <-opened; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(want); err != nil {
+			t.Errorf("after the turn: %v", err)
+		}
+	})
 }
