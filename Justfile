@@ -36,7 +36,11 @@ fuzz seconds="20":
     done
 
 # The side-by-side benchmark against a direct connection and the peers,
-# then the same with TLS on both sides against HAProxy.
+# the same with TLS on both sides against HAProxy, what a request costs
+# (CPU, context switches, system calls) against nginx stream, and -L -f -c
+# on a folder slow to create files in against the folder's own rate.
 bench:
     bench/run.sh
     bench/tls.sh
+    bench/perreq.sh
+    bench/slowdisk.sh

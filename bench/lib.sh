@@ -74,7 +74,7 @@ die() { log "error: $*"; exit 1; }
 # install_tools installs the Debian packages of the peers and load tools
 # that are missing.
 install_tools() {
-    local -A pkg_of=([haproxy]=haproxy [nginx]=nginx [socat]=socat [iperf3]=iperf3 [wrk]=wrk [setsid]=util-linux)
+    local -A pkg_of=([haproxy]=haproxy [nginx]=nginx [socat]=socat [iperf3]=iperf3 [wrk]=wrk [setsid]=util-linux [strace]=strace)
     local need=() cmd
     for cmd in "${!pkg_of[@]}"; do
         command -v "$cmd" >/dev/null || need+=("${pkg_of[$cmd]}")

@@ -4,7 +4,9 @@
 # switches (voluntary + involuntary), with and without Connection: close.
 # ipprotd, the epoll Go reference and nginx stream side by side, rounds
 # interleaved, medians. It tells a proxy that is slow because it spends
-# more CPU from one that waits. Writes bench/results/perreq.md.
+# more CPU from one that waits. Then, in a run of its own (strace slows
+# what it traces), the system calls per request, counted by strace -c -f
+# on every process of the proxy. Writes bench/results/perreq.md.
 #
 #   bench/perreq.sh                  # ipprotd from the working tree
 #   ROUNDS=5 SECS=4 bench/perreq.sh  # defaults: 3 rounds of 3 s
@@ -65,6 +67,39 @@ measure() {
         'BEGIN { printf "%.0f %.1f %.2f\n", r / s, dt * 1e6 / tick / r, dc / r }'
 }
 
+# syscalls TARGET close|keepalive: system calls per request under strace
+# -c -f, over wrk -t1 -c16 for SECS, and the five most frequent, per
+# request ("epoll_wait 2.01 read 2.00 …").
+syscalls() {
+    local t=$1 hdr=() pids args=() p trace=$WORK/strace.out sp reqs
+    [[ $2 == close ]] && hdr=(-H 'Connection: close')
+    mapfile -t pids < <(pids_of "$t")
+    for p in "${pids[@]}"; do
+        args+=(-p "$p")
+    done
+    strace -f -c -o "$trace" "${args[@]}" 2>/dev/null &
+    sp=$!
+    sleep 0.5
+    reqs=$(wrk -t1 -c16 -d"${SECS}s" "${hdr[@]}" "http://127.0.0.1:$(port "$t" web)/" |
+        awk '/requests in/ { print $1 }')
+    kill -INT "$sp"
+    wait "$sp" 2>/dev/null || true
+    # strace -c: "% time seconds usecs/call calls errors syscall", then a
+    # "total" line.
+    awk -v r="$reqs" '
+        $NF == "total" { total = $4 }
+        $1 ~ /^[0-9.]+$/ && $NF != "total" { calls[$NF] = $4 }
+        END {
+            printf "%.1f", total / r
+            n = 0
+            for (c in calls) { names[++n] = c }
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (calls[names[j]] > calls[names[i]]) { x = names[i]; names[i] = names[j]; names[j] = x }
+            sep = "\t"
+            for (i = 1; i <= n && i <= 5; i++) { printf "%s%s %.2f", sep, names[i], calls[names[i]] / r; sep = ", " }
+            printf "\n"
+        }' "$trace"
+}
+
 # median K LINES: the median of column K of LINES.
 median() {
     printf '%s' "$2" | awk -v k="$1" '{ print $k }' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
@@ -88,19 +123,28 @@ main() {
             done
         done
     done
+    declare -A sc
+    for mode in close keepalive; do
+        for t in "${targets[@]}"; do
+            sc[$mode/$t]=$(syscalls "$t" "$mode")
+            settle "$t"
+        done
+    done
     mkdir -p "$(dirname "$OUT")"
     {
         echo "# What a request costs each proxy"
         echo
         echo "- date: $(date -u "+%Y-%m-%d %H:%M UTC"); $("$BIN/ipprotd" -v 2>&1 | head -1); $ROUNDS rounds of wrk -t1 -c64 -d${SECS}s, interleaved; medians"
         echo "- CPU: user + system time of all the proxy's threads and processes over the run, per request; context switches: voluntary + involuntary, per request"
+        echo "- system calls: \`strace -c -f\` on all the proxy's processes over wrk -t1 -c16 -d${SECS}s, in a run of its own after the others, per request; the five most frequent beside"
         echo
-        echo "| load | proxy | req/s | CPU µs / request | context switches / request |"
-        echo "|---|---|--:|--:|--:|"
+        echo "| load | proxy | req/s | CPU µs / request | context switches / request | system calls / request | the most frequent, per request |"
+        echo "|---|---|--:|--:|--:|--:|---|"
         for mode in close keepalive; do
             for t in "${targets[@]}"; do
-                printf '| %s | %s | %s | %s | %s |\n' "$([[ $mode == close ]] && echo 'Connection: close' || echo keep-alive)" "${LABEL[$t]}" \
-                    "$(median 1 "${res[$mode/$t]}")" "$(median 2 "${res[$mode/$t]}")" "$(median 3 "${res[$mode/$t]}")"
+                printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$([[ $mode == close ]] && echo 'Connection: close' || echo keep-alive)" "${LABEL[$t]}" \
+                    "$(median 1 "${res[$mode/$t]}")" "$(median 2 "${res[$mode/$t]}")" "$(median 3 "${res[$mode/$t]}")" \
+                    "${sc[$mode/$t]%%$'\t'*}" "${sc[$mode/$t]#*$'\t'}"
             done
         done
     } >"$OUT"
