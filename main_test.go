@@ -12,7 +12,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -370,7 +372,8 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, args := range [][]string{{"-?"}, {"--help"}, {"-p", "80", "-?"}} {
+	// "help" as a command word too: a newcomer types it.
+	for _, args := range [][]string{{"-?"}, {"--help"}, {"-p", "80", "-?"}, {"help"}} {
 		var stdout, stderr bytes.Buffer
 		if code := realMain(args, &stdout, &stderr); code != 0 {
 			t.Errorf("%v: exit status %d; want 0", args, code)
@@ -398,6 +401,28 @@ func TestHelp(t *testing.T) {
 		if stderr.Len() != 0 {
 			t.Errorf("stderr %q; want nothing", stderr.String())
 		}
+	}
+}
+
+// TestPidFileFIFO: a FIFO planted at the pid file's path is refused at
+// once, not opened and waited on for a writer.
+func TestPidFileFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipprotd.pid")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := claimPidFile(path)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("claimPidFile of a FIFO: %v; want it refused as not a regular file", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("claimPidFile of a FIFO waits for a writer")
 	}
 }
 
