@@ -134,11 +134,7 @@ func (c *serveCmd) config() (*config, error) {
 	}
 	cfg.allow = proxy.NewAllowList(prefixes...)
 	if c.ConnLog != "" {
-		format := connlog.DefaultFormat
-		if c.ConnLogFormat != nil {
-			format = *c.ConnLogFormat
-		}
-		if cfg.connFormat, err = connlog.Compile(format); err != nil {
+		if cfg.connFormat, err = connlog.CompileGiven(c.ConnLogFormat); err != nil {
 			return nil, cmdline.Usagef("-C/--conn-log-format: %v", err)
 		}
 		if err := checkWritableDir(filepath.Dir(string(c.ConnLog))); err != nil {

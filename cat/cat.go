@@ -176,11 +176,7 @@ func (c *Cmd) check(stdout io.Writer) error {
 		return errors.New("-C needs -c")
 	}
 	if c.ConnLog != "" {
-		format := connlog.DefaultFormat
-		if c.ConnLogFormat != nil {
-			format = *c.ConnLogFormat
-		}
-		f, err := connlog.Compile(format)
+		f, err := connlog.CompileGiven(c.ConnLogFormat)
 		if err == nil {
 			err = f.Readable()
 		}

@@ -335,3 +335,12 @@ func escapeFrom(dst []byte, start int) []byte {
 	}
 	return dst
 }
+
+// CompileGiven compiles the format -C gave, or DefaultFormat where -C was
+// not given (nil).
+func CompileGiven(format *string) (*Format, error) {
+	if format == nil {
+		return Compile(DefaultFormat)
+	}
+	return Compile(*format)
+}
