@@ -104,6 +104,9 @@ func (f *folder) create(name string) (*os.File, error) {
 			}
 			continue
 		}
+		if testHookCreate != nil {
+			testHookCreate()
+		}
 		fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, fileMode)
 		f.mu.RUnlock()
 		switch err {
@@ -116,6 +119,10 @@ func (f *folder) create(name string) (*os.File, error) {
 		}
 	}
 }
+
+// testHookCreate, if set, runs in create between the check of the
+// folder's path and the openat through its descriptor.
+var testHookCreate func()
 
 // check returns the folder's descriptor if its path still names it; f.mu
 // is held (for reading at least).
@@ -130,6 +137,9 @@ func (f *folder) check() (int, bool) {
 func (f *folder) refresh() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.parent < 0 {
+		return fmt.Errorf("data file folder %s: closed", f.path)
+	}
 	if _, ok := f.check(); ok {
 		return nil // another create did it
 	}
@@ -206,11 +216,16 @@ func (f *folder) remake() error {
 	return nil
 }
 
-// close gives back the descriptors.
+// close gives back the descriptors. A create after it fails: its numbers
+// are -1, never a number since reused for another folder.
 func (f *folder) close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.parent < 0 {
+		return nil
+	}
 	err := unix.Close(f.parent)
+	f.parent = -1
 	if f.fd >= 0 {
 		err = errors.Join(err, unix.Close(f.fd))
 		f.fd = -1

@@ -1,25 +1,21 @@
 package recorder
 
 import (
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
-	"syscall"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ipprot/ipprot/datafile"
 )
 
-// TestFolderNotClosedUnderCreate: while one create uses the folder's
-// descriptor in openat, a reopen by another (the folder was renamed and
-// made anew) must not close it: the openat would run on a closed
-// descriptor number (EBADF) or on whatever reused the number, another
-// folder (the file lands there) or a socket (ENOTDIR). Found by review.
-func TestFolderNotClosedUnderCreate(t *testing.T) {
+// TestReopenWaitsForCreate: a reopen of the folder (renamed and made
+// anew) that comes while a create holds the folder's descriptor waits
+// until the openat is done, and the file is made through the descriptor
+// the create checked. A reopen that did not wait would close it under the
+// openat: EBADF, or a number reused by another folder.
+func TestReopenWaitsForCreate(t *testing.T) {
 	base := t.TempDir()
 	data := filepath.Join(base, "data")
 	f, err := openFolder(data)
@@ -27,66 +23,63 @@ func TestFolderNotClosedUnderCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.close()
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // the operator: rename the folder away and make a new one
-		defer wg.Done()
-		for i := 0; !stop.Load(); i++ {
-			old := filepath.Join(base, fmt.Sprintf("old%d", i))
-			os.Rename(data, old)
-			os.Mkdir(data, 0o750)
+	reopened := make(chan error, 1)
+	t.Cleanup(func() { testHookCreate = nil })
+	testHookCreate = func() {
+		testHookCreate = nil
+		if err := os.Rename(data, filepath.Join(base, "old")); err != nil {
+			t.Error(err)
 		}
-	}()
-	// Something else opening and closing descriptors, so that a closed
-	// number is soon reused (in the daemon: sockets, data files).
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for !stop.Load() {
-			if fd, err := syscall.Open(base, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0); err == nil {
-				syscall.Close(fd)
-			}
+		if err := os.Mkdir(data, 0o750); err != nil {
+			t.Error(err)
 		}
-	}()
-	var mu sync.Mutex
-	bad := map[string]int{}
-	elsewhere := 0
-	var cw sync.WaitGroup
-	deadline := time.Now().Add(time.Second)
-	for w := range 4 {
-		cw.Add(1)
-		go func() {
-			defer cw.Done()
-			for i := 0; time.Now().Before(deadline); i++ {
-				name := fmt.Sprintf("f-%d-%d", w, i)
-				file, err := f.create(name)
-				if err == nil {
-					file.Close()
-					// Where did it land? In base itself means the descriptor
-					// number had been reused by the other goroutine's open
-					// of base.
-					if _, err := os.Lstat(filepath.Join(base, name)); err == nil {
-						mu.Lock()
-						elsewhere++
-						mu.Unlock()
-					}
-					continue
-				}
-				var errno syscall.Errno
-				if errors.As(err, &errno) && (errno == syscall.EBADF || errno == syscall.ENOTDIR) {
-					mu.Lock()
-					bad[errno.Error()]++
-					mu.Unlock()
-				}
-			}
-		}()
+		go func() { reopened <- f.refresh() }()
+		// Time for a reopen that does not wait to close the descriptor.
+		time.Sleep(100 * time.Millisecond)
 	}
-	cw.Wait()
-	stop.Store(true)
-	wg.Wait()
-	if len(bad) > 0 || elsewhere > 0 {
-		t.Errorf("openat on a descriptor a concurrent reopen closed: errors %v, %d files created outside the data folder (in its parent)", bad, elsewhere)
+	file, err := f.create("x")
+	if err != nil {
+		t.Fatalf("create while the folder was reopened: %v", err)
+	}
+	file.Close()
+	if err := <-reopened; err != nil {
+		t.Errorf("reopen: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(base, "old", "x")); err != nil {
+		t.Errorf("the file is not in the folder the create checked: %v", err)
+	}
+	// The next create uses the folder now at the path.
+	file, err = f.create("y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file.Close()
+	if _, err := os.Lstat(filepath.Join(data, "y")); err != nil {
+		t.Errorf("after the reopen: %v", err)
+	}
+}
+
+// TestCreateAfterClose: a create after close fails, naming the folder,
+// and uses no descriptor number (one since reused could be another
+// folder's).
+func TestCreateAfterClose(t *testing.T) {
+	f, err := openFolder(filepath.Join(t.TempDir(), "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.close(); err != nil {
+		t.Errorf("second close: %v", err)
+	}
+	file, err := f.create("x")
+	if err == nil {
+		file.Close()
+		t.Fatal("create after close succeeded")
+	}
+	if !strings.Contains(err.Error(), "closed") {
+		t.Errorf("create after close: %v; want it to say the folder is closed", err)
 	}
 }
 
