@@ -51,7 +51,7 @@ mkdir -p "$LOGS" "$BIN" "$RUN" "$DATA"
 # cost a millisecond, and the page cache's write path costs more than
 # tmpfs's. Scripts that start them remove it at the end.
 DISK=${DISK:-/tmp}
-DISK_DATA=${DISK_DATA:-}
+DISK_DATA= # never from the environment: it is removed at the end
 
 # disk_data makes DISK_DATA if it is not made yet.
 disk_data() {

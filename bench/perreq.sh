@@ -84,6 +84,11 @@ syscalls() {
         awk '/requests in/ { print $1 }')
     kill -INT "$sp"
     wait "$sp" 2>/dev/null || true
+    if [[ ! -s $trace || ${reqs:-0} -le 0 ]]; then
+        log "$t $2: strace counted nothing (ptrace refused?)"
+        printf -- '–\t–\n'
+        return
+    fi
     # strace -c: "% time seconds usecs/call calls errors syscall", then a
     # "total" line.
     awk -v r="$reqs" '
@@ -100,9 +105,11 @@ syscalls() {
         }' "$trace"
 }
 
-# median K LINES: the median of column K of LINES.
+# median K LINES: the median of column K of LINES (of an even count, the
+# mean of the middle two).
 median() {
-    printf '%s' "$2" | awk -v k="$1" '{ print $k }' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+    printf '%s' "$2" | awk -v k="$1" '{ print $k }' | sort -n |
+        awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); print (NR % 2) ? v[m] : (v[m] + v[m + 1]) / 2 }'
 }
 
 main() {

@@ -5,8 +5,8 @@
 # "Creating data files on a slow disk"), the same for every measurement:
 # a small ext4 without a journal on a loop device, in whose folder K files
 # were created, written and deleted more than a second before. Such an
-# ext4 skips, at every create, each inode deleted in the last minute (five
-# if its inode table block is not yet written back), under the folder's
+# ext4 skips, at every create, each inode deleted in the last minute (in the
+# last five if its inode table block is not yet written back), under the folder's
 # lock; K=5000 makes a create cost about 0.7 ms of CPU here. Rounds
 # interleave the folder alone (loadgen create, 64 at once) and ipprotd
 # under wrk -t1 -c64 -H 'Connection: close', a fresh file system for
@@ -43,7 +43,11 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT TERM
 
-[[ $(id -u) == 0 ]] || die "run as root: the file system is a loop mount"
+if [[ $(id -u) != 0 ]]; then
+    # just bench runs it last: skip, do not fail the rest.
+    log "skipped: run as root (the file system is a loop mount)"
+    exit 0
+fi
 
 # fresh_folder makes the file system anew with K recently deleted inodes
 # in its folder MNT/rec.
@@ -63,7 +67,8 @@ folder_rate() {
     "$BIN/loadgen" create -dir "$MNT/rec" -c "$CONNS" -t "${SECS}s"
 }
 
-# ipprotd_rate: wrk's requests/s through ipprotd -L -f -c into the folder.
+# ipprotd_rate: wrk's requests/s through ipprotd -L -f -c into the folder,
+# in RATE. Not in $(…): the daemon it starts must be one the traps know.
 ipprotd_rate() {
     local port=$((PORT_BASE + 90)) pid out
     fresh_folder
@@ -72,12 +77,12 @@ ipprotd_rate() {
     wait_listen "$port"
     out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" -H 'Connection: close' "http://127.0.0.1:$port/")
     stop_group "$pid"
-    awk '/^Requests\/sec:/ { printf "%.0f\n", $2; f = 1 } END { exit !f }' <<<"$out"
+    RATE=$(awk '/^Requests\/sec:/ { printf "%.0f\n", $2; f = 1 } END { exit !f }' <<<"$out")
 }
 
-# median LINES
+# median LINES (of an even count, the mean of the middle two)
 median() {
-    awk 'NF' <<<"$1" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+    awk 'NF' <<<"$1" | sort -n | awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); print (NR % 2) ? v[m] : (v[m] + v[m + 1]) / 2 }'
 }
 
 main() {
@@ -89,7 +94,8 @@ main() {
     local r f i folder="" proxy="" rows=""
     for ((r = 1; r <= ROUNDS; r++)); do
         f=$(folder_rate)
-        i=$(ipprotd_rate)
+        ipprotd_rate
+        i=$RATE
         log "round $r: the folder alone $f files/s, ipprotd -L -f -c $i connections/s"
         folder+="$f"$'\n'
         proxy+="$i"$'\n'
