@@ -135,6 +135,9 @@ m_rss() {
     "$BIN/loadgen" conns -addr "127.0.0.1:$(tport "$t" load)" -n 20 -c 4 -tls-ca "$PKI/ca.pem" -tls-name 127.0.0.1 >/dev/null 2>&1
     sleep 1
     before=$("$BIN/loadgen" rss ${LOAD_PIDS[$t]})
+    # The last measurement's file would be taken for this one's "ready"
+    # before the shell truncates it.
+    rm -f "$out"
     "$BIN/loadgen" hold -addr "127.0.0.1:$(tport "$t" load)" -n "$2" -trickle "$3" -dial-conc 32 \
         -tls-ca "$PKI/ca.pem" -tls-name 127.0.0.1 >"$out" 2>>"$LOGS/hold.log" &
     local h=$! i
