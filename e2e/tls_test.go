@@ -315,3 +315,55 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestTLSClientCertNginx: --tls-client-ca through the binary. curl without
+// a client certificate is refused (tls-failed: nothing dialed, no file);
+// with one the CA signed it gets the page, and the connection log names
+// the certificate's subject (%C). --upstream-insecure reaches nginx
+// without its CA, and each connection's line in the daemon's log says the
+// destination went unverified.
+func TestTLSClientCertNginx(t *testing.T) {
+	testkit.Need(t, "curl")
+	p := newPKI(t)
+	webCert, webKey := p.cert("web", "web.test", false, "DNS:web.test")
+	proxyCert, proxyKey := p.cert("proxy", "proxy.test", false, "IP:127.0.0.1")
+	clientCert, clientKey := p.cert("alice", "alice", false, "DNS:alice.test")
+	root := t.TempDir()
+	// nginx's workers run as nobody: the folder must be theirs to read.
+	os.Chmod(filepath.Dir(root), 0o755)
+	os.Chmod(root, 0o755)
+	page := "hello through mutual TLS\n"
+	os.WriteFile(filepath.Join(root, "page.html"), []byte(page), 0o644)
+	webPort := nginxTLS(t, webCert, webKey, root)
+	dir := t.TempDir()
+	d := startDaemon(t, "-P", fmt.Sprintf("%d@127.0.0.1", webPort), "--tls-cert", proxyCert, "--tls-key", proxyKey,
+		"--tls-client-ca", p.ca, "--upstream-tls", "--upstream-insecure",
+		"-L", "-f", dir+"/prot", "-c", dir+"/conn.log", "-C", "%x %C%n")
+	url := fmt.Sprintf("https://127.0.0.1:%d/page.html", d.port)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "curl", "--silent", "--show-error", "--fail", "--cacert", p.ca, url).CombinedOutput(); err == nil {
+		t.Fatalf("curl without a client certificate got through: %q", out)
+	}
+	got, err := exec.CommandContext(ctx, "curl", "--silent", "--show-error", "--fail", "--cacert", p.ca,
+		"--cert", clientCert, "--key", clientKey, url).Output()
+	if err != nil || string(got) != page {
+		t.Fatalf("curl with a client certificate: %q, %v; want %q", got, err, page)
+	}
+	d.stop()
+	connLog, err := os.ReadFile(dir + "/conn.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "tls-failed -\nok CN=alice\n"; string(connLog) != want {
+		t.Errorf("connection log %q; want %q", connLog, want)
+	}
+	if files := dataFiles(t, dir+"/prot"); len(files) != 1 {
+		t.Errorf("data files %v; want one, the admitted connection's", files)
+	}
+	lines := d.logLines("connection")
+	if len(lines) != 2 || strings.Contains(lines[0], " dest=") || strings.Contains(lines[0], "upstream_unverified") ||
+		!strings.Contains(lines[1], "upstream_unverified=true") {
+		t.Errorf("connection lines %q; want two: the refused one with no destination dialed, the admitted one saying upstream_unverified=true", lines)
+	}
+}
