@@ -219,6 +219,7 @@ func run(ctx context.Context, cfg *config, stderr io.Writer) (err error) {
 	trimCtx, stopTrim := context.WithCancel(context.Background())
 	defer stopTrim()
 	go trimMemory(trimCtx)
+	floorGC()
 
 	// Two tasks: the accept loop, and the wait for a stop followed by the
 	// drain. An accept loop that fails ends the wait, so the drain runs
