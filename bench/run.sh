@@ -27,6 +27,10 @@ else
     ROUNDS=${ROUNDS:-3} SECS=2 IDLE_N=9000 LF_IDLE_N=6000 BURST_N=5000 NAIVE_IDLE_N=3000 SOCAT_IDLE_N=500 ACTIVE_N=1000 ACTIVE_SECS=5
 fi
 WRK_CONNS=64
+# Idle connections are measured this long after they stand, both arrival
+# patterns alike: the steady state, once the garbage of their opening is
+# collected and the heap trimmed (docs/design.md, "Memory after a burst").
+IDLE_SETTLE=10
 TRICKLE=200ms
 # The machine may be shared: a measurement during which other processes
 # took more than MAX_FOREIGN of the CPUs is taken again, and each waits
@@ -337,7 +341,7 @@ Loads, all on 127.0.0.1, client and backend in processes of their own:
 - **compression bound**: \`loadgen codec\`, the same two payloads compressed to /dev/null for $SECS s: pgzip with its defaults (1 MiB blocks on all CPUs), klauspost flate at its default level 5 on one CPU (the codec and level the recorder drives), dsnet bzip2 -9 on one CPU. The -L -f -z goal reads the recorded figure against pgzip alone on the same payload; on random data pgzip stores the blocks it cannot shrink and runs faster than a direct connection, so there the goal is out of any proxy's reach and the SQL rows are the ones to read.
 - **connections/s**: \`wrk -t1 -c$WRK_CONNS -H 'Connection: close'\` for a 170-byte page from nginx, a new connection per request; **keep-alive**: the same without the header.
 - **into DISK**: the same loads with the recordings in a folder on the real disk (\`DISK\`, default /tmp) instead of tmpfs. Beside -L -f -c, **the folder's own create rate**: \`loadgen create -c $WRK_CONNS\` in that folder, $WRK_CONNS goroutines each creating a file (O_CREAT|O_EXCL), writing 200 bytes to it and closing it, in a loop; measured right before and right after ipprotd (two samples a round), as the rate of such a folder moves with the files deleted in the minutes before. Beside -L -f (1 stream), **dd**: \`dd if=/dev/zero bs=1M\` of as many bytes as ipprotd's recording held, into the same folder, right after it. The goals read ipprotd against min(nginx stream, the folder's create rate) and against dd.
-- **RSS per idle connection**: $IDLE_N connections opened through a freshly started proxy, each after one echo round trip; (VmRSS with them − VmRSS before) / N, summed over all processes of the proxy (nginx workers, socat children). Fewer for two: socat $SOCAT_IDLE_N (a process of 2.6 MB each), naive Go $NAIVE_IDLE_N (Go's io.Copy splice holds a pipe, 2 fds, per direction even while idle: 6 fds a connection, so 9,000 do not fit 20,000 open files), ipprotd -L -f $LF_IDLE_N (a data file each: 3 fds a connection; its row says so). **Opened at once**: $BURST_N connections opened all at once, each sending one byte and reading nothing (\`loadgen hold -dial-conc $BURST_N -one-byte\`), measured 10 s later.
+- **RSS per idle connection**: $IDLE_N connections opened through a freshly started proxy, each after one echo round trip, measured $IDLE_SETTLE s after they all stand; (VmRSS with them − VmRSS before) / N, summed over all processes of the proxy (nginx workers, socat children). Fewer for two: socat $SOCAT_IDLE_N (a process of 2.6 MB each), naive Go $NAIVE_IDLE_N (Go's io.Copy splice holds a pipe, 2 fds, per direction even while idle: 6 fds a connection, so 9,000 do not fit 20,000 open files), ipprotd -L -f $LF_IDLE_N (a data file each: 3 fds a connection; its row says so). **Opened at once**: $BURST_N connections opened all at once, each sending one byte and reading nothing (\`loadgen hold -dial-conc $BURST_N -one-byte\`), measured $IDLE_SETTLE s later too.
 - **RSS per active connection**: $ACTIVE_N connections, each sending a 120-byte SQL line and reading its echo every $TRICKLE, measured after ${ACTIVE_SECS} s.
 - naive Go: bench/naivego, io.Copy both ways (splice); tee-to-file and tee-to-pgzip write both directions of each connection to a file of its own.
 - epoll Go (connection and keep-alive rates only): bench/epollgo, a Go relay with an epoll loop of its own per CPU, the way nginx works, records nothing; it shows what that design alone would give ipprotd here.
@@ -384,11 +388,11 @@ main() {
         only connrate && run_load connrate "wrk Connection: close" "$r" measure_conn close -- "${web_tmpfs[@]}"
         only connrate && warm_disk_folder && run_load connrate "wrk Connection: close" "$r" measure_conn close -- "${web_disk[@]}"
         only keepalive && run_load keepalive "wrk keep-alive" "$r" measure_wrk keepalive -- "${web_tmpfs[@]}"
-        only idle && run_load idle "$IDLE_N idle" "$r" measure_rss "$IDLE_N" 0 1 -- "${idle[@]}"
-        only idle && run_load idle "$LF_IDLE_N idle" "$r" measure_rss "$LF_IDLE_N" 0 1 -- ipprotd-Lf
-        only idle && run_load idle "$IDLE_N idle" "$r" measure_rss "$NAIVE_IDLE_N" 0 1 -- naive
-        only idle && run_load idle "$IDLE_N idle" "$r" measure_rss "$SOCAT_IDLE_N" 0 1 -- socat
-        only idle && run_load idle "$BURST_N idle, opened at once" "$r" measure_rss "$BURST_N" 0 10 burst -- "${idle[@]}" ipprotd-Lf
+        only idle && run_load idle "$IDLE_N idle" "$r" measure_rss "$IDLE_N" 0 "$IDLE_SETTLE" -- "${idle[@]}"
+        only idle && run_load idle "$LF_IDLE_N idle" "$r" measure_rss "$LF_IDLE_N" 0 "$IDLE_SETTLE" -- ipprotd-Lf
+        only idle && run_load idle "$IDLE_N idle" "$r" measure_rss "$NAIVE_IDLE_N" 0 "$IDLE_SETTLE" -- naive
+        only idle && run_load idle "$IDLE_N idle" "$r" measure_rss "$SOCAT_IDLE_N" 0 "$IDLE_SETTLE" -- socat
+        only idle && run_load idle "$BURST_N idle, opened at once" "$r" measure_rss "$BURST_N" 0 "$IDLE_SETTLE" burst -- "${idle[@]}" ipprotd-Lf
         only active && run_load active "$ACTIVE_N trickling" "$r" measure_rss "$ACTIVE_N" "$TRICKLE" "$ACTIVE_SECS" -- "${active[@]}"
     done
     log "measured in $((SECONDS - STARTED)) s"
