@@ -95,7 +95,7 @@ measure_iperf3() {
     if [[ $1 == ipprotd-Lf-disk ]]; then
         # The session has ended once iperf3 has its result; its file is
         # complete.
-        find "$(data_of "$1")/iperf" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }' >"$WORK/disk-bytes"
+        find "$(data_of "$1")/iperf" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }' >"$WORK/disk-bytes"
     fi
     "$BIN/report" iperf3 "$out"
 }
