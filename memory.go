@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"time"
 )
 
@@ -65,8 +66,12 @@ const gcFloor = 8 << 20
 // each garbage collection it sets the GC percentage to what gives that
 // goal, 100 (Go's default) at least.
 func floorGC() {
-	runtime.SetFinalizer(&gcSentinel{}, afterGC)
+	floorOnce.Do(func() { runtime.SetFinalizer(&gcSentinel{}, afterGC) })
 }
+
+// floorOnce: one chain of sentinels, however often the daemon is started
+// in one process (the tests start it many times).
+var floorOnce sync.Once
 
 // gcSentinel is garbage from the start: its finalizer runs after each
 // collection and makes a new one.
