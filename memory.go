@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -64,22 +65,42 @@ const gcFloor = 8 << 20
 
 // floorGC keeps the heap goal at least gcFloor above the live heap: after
 // each garbage collection it sets the GC percentage to what gives that
-// goal, 100 (Go's default) at least.
+// goal, 100 (Go's default) at least. A GOGC the operator set is left
+// alone (GOGC=off stays off). However often the daemon starts in one
+// process (the tests start it many times), one chain of sentinels runs.
 func floorGC() {
-	floorOnce.Do(func() { runtime.SetFinalizer(&gcSentinel{}, afterGC) })
+	if os.Getenv("GOGC") != "" || !floorOn.CompareAndSwap(false, true) {
+		return
+	}
+	runtime.SetFinalizer(&gcSentinel{gen: floorGen.Add(1)}, afterGC)
 }
 
-// floorOnce: one chain of sentinels, however often the daemon is started
-// in one process (the tests start it many times).
-var floorOnce sync.Once
+// stopFloorGC ends the chain at the next collection (tests).
+func stopFloorGC() {
+	floorGen.Add(1)
+	floorOn.Store(false)
+}
+
+var (
+	floorOn  atomic.Bool
+	floorGen atomic.Uint64 // the running chain's; a sentinel of another ends its chain
+)
 
 // gcSentinel is garbage from the start: its finalizer runs after each
-// collection and makes a new one.
-type gcSentinel struct{ _ *byte } // a pointer: never in the tiny allocator, where finalizers may not run
+// collection and makes a new one. (It holds more than 16 bytes of
+// scalars or a pointer: never in the tiny allocator, where finalizers may
+// not run.)
+type gcSentinel struct {
+	gen uint64
+	_   *byte
+}
 
 var gcLive = []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 
-func afterGC(*gcSentinel) {
+func afterGC(s *gcSentinel) {
+	if s.gen != floorGen.Load() {
+		return
+	}
 	metrics.Read(gcLive)
 	if gcLive[0].Value.Kind() != metrics.KindUint64 {
 		return // the runtime no longer says: Go's default, and no more tuning
@@ -88,11 +109,6 @@ func afterGC(*gcSentinel) {
 	if live := gcLive[0].Value.Uint64(); live < gcFloor {
 		percent = int(min(gcFloor*100/max(live, 1), 1600))
 	}
-	if percent != gcPercent {
-		debug.SetGCPercent(percent)
-		gcPercent = percent
-	}
-	runtime.SetFinalizer(&gcSentinel{}, afterGC)
+	debug.SetGCPercent(percent) // takes the heap lock, no stop of the world
+	runtime.SetFinalizer(&gcSentinel{gen: s.gen}, afterGC)
 }
-
-var gcPercent = 100 // as last set; only afterGC uses it

@@ -8,13 +8,28 @@ import (
 	"time"
 )
 
-// TestFloorGC: with a small live heap, the GC percentage is raised so that
-// the heap goal stays gcFloor above it; with a live heap above the floor,
-// it is Go's default, 100.
+// TestFloorGC: a GOGC the operator set is left alone; otherwise, with a
+// small live heap, the GC percentage is raised so that the heap goal stays
+// gcFloor above it, and with a live heap above the floor it is Go's
+// default, 100.
 func TestFloorGC(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
-	floorGC()
+	defer stopFloorGC()
 	gogc := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+
+	t.Setenv("GOGC", "50")
+	debug.SetGCPercent(50)
+	floorGC()
+	for range 3 {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond) // time for a finalizer, if one was set
+	}
+	if metrics.Read(gogc); gogc[0].Value.Uint64() != 50 {
+		t.Fatalf("GC percent %d with GOGC=50 set; want it left at 50", gogc[0].Value.Uint64())
+	}
+
+	t.Setenv("GOGC", "")
+	floorGC()
 	waitPercent := func(ok func(uint64) bool) uint64 {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
