@@ -55,13 +55,15 @@ func trimMemory(ctx context.Context) {
 // gcFloor is the least garbage the heap may gather between two garbage
 // collections: Go's default lets it gather as much as is live. A TLS
 // handshake allocates a few hundred KB (the key exchange's keys) while a
-// proxy's live heap can be a few MB: collecting every few MB ran the
-// collector dozens of times a second and cost a fifth of the TLS
-// connection rate. A larger floor gains more and holds more garbage: 32
-// MiB gave 1.30x, but 500 active TLS connections then measured 135 KiB
-// each against 51 with 8 MiB (docs/design.md, "A floor under the heap
-// goal"). Once the live heap is larger than the floor, Go's default holds.
+// proxy's live heap can be a few MB: Go collected dozens of times a
+// second. 8 MiB gave 1.09x TLS connections/s; more gains more and holds
+// more garbage (docs/design.md, "A floor under the heap goal"). Once the
+// live heap is larger than the floor, Go's default holds.
 const gcFloor = 8 << 20
+
+// gcMaxPercent is the percentage at which the runtime's least heap goal
+// (4 MiB at 100) is gcFloor.
+const gcMaxPercent = gcFloor * 100 / (4 << 20)
 
 // floorGC keeps the heap goal at least gcFloor above the live heap: after
 // each garbage collection it sets the GC percentage to what gives that
@@ -105,9 +107,12 @@ func afterGC(s *gcSentinel) {
 	if gcLive[0].Value.Kind() != metrics.KindUint64 {
 		return // the runtime no longer says: Go's default, and no more tuning
 	}
+	// The runtime's least heap goal, 4 MiB, grows with the percentage
+	// too: above gcMaxPercent it alone would let more than gcFloor of
+	// garbage gather.
 	percent := 100
 	if live := gcLive[0].Value.Uint64(); live < gcFloor {
-		percent = int(min(gcFloor*100/max(live, 1), 1600))
+		percent = int(min(gcFloor*100/max(live, 1), gcMaxPercent))
 	}
 	debug.SetGCPercent(percent) // takes the heap lock, no stop of the world
 	runtime.SetFinalizer(&gcSentinel{gen: s.gen}, afterGC)
